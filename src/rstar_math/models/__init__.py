@@ -1,0 +1,1 @@
+"""Model builders (tiny models for tests; the built-in miniature model)."""

@@ -1,0 +1,220 @@
+"""``MCTSSolver``: the public entry point that turns a policy into a math reasoner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rstar_math.format import Prompter, PromptTemplate
+from rstar_math.interfaces import Executor, Generator, Scorer
+from rstar_math.search.algorithms import make_search
+from rstar_math.search.config import SearchConfig
+from rstar_math.search.engine import SearchStats, TreeSearch, run_searches
+from rstar_math.search.selection import select_answer
+from rstar_math.tree import Trajectory, Tree
+
+__all__ = ["MCTSSolver", "SolveResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SolveResult:
+    """The outcome of solving one problem.
+
+    ``trajectories`` are every answered trajectory of every tree of the problem; ``trajectory``
+    is the one behind ``answer``; ``correct`` is set when a reference answer was given.
+    ``stats`` holds this problem's own counts (generation requests, tokens, executions, scored
+    nodes) and, under ``"batch"``, the wall time per phase of the whole call it was part of.
+    """
+
+    question: str
+    answer: str | None
+    trajectory: Trajectory | None
+    trajectories: list[Trajectory]
+    tree: Tree
+    trees: list[Tree]
+    reference: str | None = None
+    correct: bool | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SolveResult(answer={self.answer!r}, correct={self.correct}, "
+            f"trajectories={len(self.trajectories)}, nodes={len(self.tree)})"
+        )
+
+
+class MCTSSolver:
+    """Search for solutions of math problems with a policy, an executor and an optional PPM.
+
+    ``generator`` samples steps; ``executor`` runs each step's Python (a sandboxed executor is
+    created when none is given and closed by :meth:`close`); ``scorer`` (a PPM) scores partial
+    solutions. ``config.algorithm`` picks MCTS, beam search, best-of-N or greedy decoding.
+    Use as a context manager to release the executor's workers.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        scorer: Scorer | None = None,
+        executor: Executor | None = None,
+        config: SearchConfig | None = None,
+        prompt: Prompter | None = None,
+        num_trees: int = 1,
+    ) -> None:
+        if not isinstance(generator, Generator):
+            raise TypeError(
+                "generator must implement generate(requests) -> list[GenerationResult] "
+                f"(the Generator protocol); got {type(generator).__name__}"
+            )
+        if scorer is not None and not isinstance(scorer, Scorer):
+            raise TypeError(
+                f"scorer must implement score(requests) -> list[float]; got {type(scorer).__name__}"
+            )
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                "executor must implement execute_batch(requests) and close(); "
+                f"got {type(executor).__name__}"
+            )
+        if num_trees < 1:
+            raise ValueError(f"num_trees must be >= 1, got {num_trees}")
+        self.config = config if config is not None else SearchConfig()
+        if self.config.algorithm == "beam" and scorer is None:
+            raise ValueError("beam search ranks steps by a scorer: pass scorer=PPMScorer(...)")
+        self.generator = generator
+        self.scorer = scorer
+        self._owns_executor = executor is None
+        self._executor = executor
+        self.prompt: Prompter = prompt if prompt is not None else PromptTemplate.sft()
+        self.num_trees = num_trees
+
+    @property
+    def executor(self) -> Executor:
+        """The executor; the default sandbox is started on first use."""
+        if self._executor is None:
+            from rstar_math.executors import default_executor
+
+            self._executor = default_executor()
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the executor's workers if this solver created them."""
+        if self._owns_executor and self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    def __enter__(self) -> MCTSSolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ solving
+
+    def solve(self, question: str, reference: str | None = None) -> SolveResult:
+        """Search one problem; with ``reference`` the search is terminal-guided and graded."""
+        return self.solve_batch([question], None if reference is None else [reference])[0]
+
+    def solve_batch(
+        self,
+        questions: Sequence[str],
+        references: Sequence[str | None] | None = None,
+        on_result: Any = None,
+    ) -> list[SolveResult]:
+        """Search many problems together: each wave of every tree shares one model call.
+
+        ``on_result(index, result)`` is called as each problem finishes, so callers can stream
+        results to disk. A problem whose search raises gets a result with ``error`` set; the
+        others are unaffected.
+        """
+        questions = list(questions)
+        for i, q in enumerate(questions):
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"questions[{i}] must be a non-empty string, got {q!r}")
+        if references is None:
+            refs: list[str | None] = [None] * len(questions)
+        else:
+            refs = list(references)
+            if len(refs) != len(questions):
+                raise ValueError(
+                    f"got {len(refs)} references for {len(questions)} questions; "
+                    "pass one reference (or None) per question"
+                )
+        searches: list[TreeSearch] = []
+        owner: list[int] = []
+        for i, (question, reference) in enumerate(zip(questions, refs)):
+            for t in range(self.num_trees):
+                tree = Tree(question, None if reference is None else str(reference))
+                tree.meta["tree_index"] = t
+                tree.meta["algorithm"] = self.config.algorithm
+                searches.append(make_search(tree, self.config, tree_index=t))
+                owner.append(i)
+
+        remaining = [self.num_trees] * len(questions)
+        results: list[SolveResult | None] = [None] * len(questions)
+        batch_stats: SearchStats | None = None
+
+        def on_done(index: int, _search: TreeSearch) -> None:
+            problem = owner[index]
+            remaining[problem] -= 1
+            if remaining[problem] == 0:
+                result = self._result(problem, questions[problem], refs[problem], searches, owner)
+                results[problem] = result
+                if on_result is not None:
+                    on_result(problem, result)
+
+        executor = self.executor
+        batch_stats = run_searches(
+            searches, self.generator, executor, self.scorer, self.prompt, self.config, on_done
+        )
+        batch = batch_stats.to_dict()
+        out: list[SolveResult] = []
+        for result in results:
+            assert result is not None
+            result.stats["batch"] = batch
+            out.append(result)
+        return out
+
+    def _result(
+        self,
+        problem: int,
+        question: str,
+        reference: str | None,
+        searches: Sequence[TreeSearch],
+        owner: Sequence[int],
+    ) -> SolveResult:
+        own = [s for s, o in zip(searches, owner) if o == problem]
+        trees = [s.tree for s in own]
+        trajectories = [t for tree in trees for t in tree.trajectories()]
+        answer, best = select_answer(
+            trajectories, self.config.answer_selection, self.config.vote_top_k
+        )
+        correct: bool | None = None
+        if reference is not None:
+            from rstar_math.grading import is_equivalent
+
+            correct = answer is not None and is_equivalent(answer, reference)
+        stats: dict[str, Any] = {}
+        for s in own:
+            for key, value in s.stats.to_dict().items():
+                if key.startswith("time_"):
+                    continue
+                stats[key] = stats.get(key, 0) + value
+        errors = [t.meta["error"] for t in trees if "error" in t.meta]
+        tree = best.tree if best is not None else trees[0]
+        return SolveResult(
+            question=question,
+            answer=answer,
+            trajectory=best,
+            trajectories=trajectories,
+            tree=tree,
+            trees=trees,
+            reference=reference,
+            correct=correct,
+            stats=stats,
+            error="; ".join(errors) if errors else None,
+        )

@@ -54,7 +54,8 @@ class MCTSSolver:
     ``generator`` samples steps; ``executor`` runs each step's Python (a sandboxed executor is
     created when none is given and closed by :meth:`close`); ``scorer`` (a PPM) scores partial
     solutions. ``config.algorithm`` picks MCTS, beam search, best-of-N or greedy decoding.
-    Use as a context manager to release the executor's workers.
+    Use as a context manager to release the executor's workers (``owns_executor=True`` hands a
+    given executor's lifetime to the solver too).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class MCTSSolver:
         config: SearchConfig | None = None,
         prompt: Prompter | None = None,
         num_trees: int = 1,
+        owns_executor: bool | None = None,
     ) -> None:
         if not isinstance(generator, Generator):
             raise TypeError(
@@ -87,7 +89,7 @@ class MCTSSolver:
             raise ValueError("beam search ranks steps by a scorer: pass scorer=PPMScorer(...)")
         self.generator = generator
         self.scorer = scorer
-        self._owns_executor = executor is None
+        self._owns_executor = executor is None if owns_executor is None else owns_executor
         self._executor = executor
         self.prompt: Prompter = prompt if prompt is not None else PromptTemplate.sft()
         self.num_trees = num_trees

@@ -20,6 +20,10 @@ __all__ = ["build_tiny_model", "build_tiny_tokenizer", "save_tiny_model"]
 BOS = "<|bos|>"
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
+_QWEN2_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def build_tiny_tokenizer(
@@ -38,7 +42,17 @@ def build_tiny_tokenizer(
 
     specials = [PAD, BOS, EOS, *(special_tokens if special_tokens is not None else SPECIAL_MARKERS)]
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own pre-tokenizer (digits split one by one): transformers re-applies it when a saved
+    # Qwen2 checkpoint's tokenizer is loaded, so training with any other one would change the
+    # token ids between the in-memory and the reloaded tokenizer.
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+        [
+            tokenizers.pre_tokenizers.Split(
+                tokenizers.Regex(_QWEN2_PRETOKENIZE), behavior="isolated", invert=False
+            ),
+            tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,0 +1,567 @@
+"""The process preference model (PPM): a causal-LM backbone with a scalar value head.
+
+Model
+    :class:`PPMModel` is the policy's transformer body (the base model, no LM head) plus a value
+    head ``Linear(hidden, 1, bias=False)`` reading the final hidden state of the last
+    non-padding token (found from the attention mask, so left and right padding give the same
+    result; position ids are derived from the mask for the same reason). It returns the raw head
+    output ``rewards`` and the squashed ``values``.
+
+Why the head has no bias
+    The PPM is trained with the pairwise Bradley-Terry loss ``-log sigmoid(r_pos - r_neg)``, which
+    is invariant to adding a constant to every reward: a bias would get exactly zero gradient and
+    stay wherever it was initialised, silently shifting every squashed value. Without it, a
+    freshly initialised (zero) head scores everything 0, the neutral value. It is also the layout
+    of ``transformers``' ``*ForSequenceClassification`` (``score = Linear(hidden, num_labels,
+    bias=False)``), so a saved PPM directory loads with ``AutoModelForSequenceClassification``
+    (and vLLM's pooling/classify runners) as well as with :meth:`PPMModel.from_pretrained`; those
+    return the raw reward, squash it with :func:`squash_reward`.
+
+Squashing, defined once
+    ``value = tanh(reward / scale)`` (:func:`squash_reward`, :meth:`PPMModel.squash`), with
+    ``scale`` stored in the checkpoint's ``ppm_config.json`` (default 1.0). The reference trains on
+    raw rewards and applies ``tanh(r / 5)`` only at inference, so nothing in its checkpoint says how
+    its values were meant to be read; here the scale travels with the weights, ``forward`` always
+    returns both, the trainer's loss uses ``rewards`` and its accuracy ``values``, and the scorer
+    returns ``values``. ``tanh`` is strictly increasing, so the ordering (what the Bradley-Terry
+    loss learns) is the same in both; ``scale`` only sets how many reward units map to the saturated
+    ends of [-1, 1] (the MCTS mixes these values with +-1 terminal rewards, so a scale matched to
+    the learnt reward spread keeps intermediate steps from all looking certain).
+
+Text and tokens, defined once
+    :func:`ppm_text` builds the scored text ``prompt.render(question) + "".join(steps)`` and
+    :func:`ppm_encode` tokenises texts without cross-text effects (each text alone, then padded);
+    the scorer and the trainer both go through them, so training and inference see the same
+    tokens.
+
+Checkpoint
+    One directory: ``config.json`` + ``model.safetensors`` (possibly sharded) in the
+    ``*ForSequenceClassification`` layout (``model.*`` backbone weights, ``score.weight`` head),
+    the tokenizer files, and ``ppm_config.json`` recording the head, the pooling and the scale.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rstar_math._deps import require
+from rstar_math.format import Prompter, PromptTemplate
+from rstar_math.interfaces import ScoreRequest
+
+torch = require("torch", "hf")
+transformers = require("transformers", "hf")
+nn = torch.nn
+
+__all__ = [
+    "PPM_CONFIG_NAME",
+    "PPMConfig",
+    "PPMModel",
+    "PPMOutput",
+    "PPMScorer",
+    "ppm_encode",
+    "ppm_text",
+    "squash_reward",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name of the PPM's own settings inside a checkpoint directory.
+PPM_CONFIG_NAME = "ppm_config.json"
+_FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- text and tokens
+
+
+def ppm_text(prompt: Prompter, question: str, steps: Sequence[str]) -> str:
+    """The text the PPM scores: the rendered prompt followed by the solution steps so far."""
+    if isinstance(steps, str):
+        raise TypeError("steps must be a sequence of step strings, not one str")
+    return prompt.render(question) + "".join(steps)
+
+
+def ppm_encode(
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    padding_side: str | None = None,
+    add_special_tokens: bool = True,
+    device: Any = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise ``texts`` for the PPM: ``{"input_ids", "attention_mask"}`` as padded tensors.
+
+    Each text is tokenised on its own (its tokens never depend on the rest of the batch), then
+    padded on ``padding_side`` (default: the tokenizer's) with its pad token. Texts longer than
+    ``max_length`` keep their *last* ``max_length`` tokens: the value is read at the final token,
+    and the most recent steps matter most.
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one str")
+    seqs = _tokenize(tokenizer, texts, max_length, add_special_tokens)
+    return _pad(tokenizer, seqs, padding_side, device)
+
+
+def _tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int | None, add_special_tokens: bool = True
+) -> list[list[int]]:
+    encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    seqs = []
+    for ids in encoded:
+        if max_length is not None and len(ids) > max_length:
+            ids = ids[len(ids) - max_length :]
+        if not ids:
+            raise ValueError("cannot score an empty text (it encodes to no tokens)")
+        seqs.append(list(ids))
+    return seqs
+
+
+def _pad(
+    tokenizer: Any, seqs: Sequence[Sequence[int]], padding_side: str | None, device: Any
+) -> dict[str, torch.Tensor]:
+    side = padding_side or getattr(tokenizer, "padding_side", "right")
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    width = max((len(s) for s in seqs), default=0)
+    input_ids = torch.full((len(seqs), width), int(pad), dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, ids in enumerate(seqs):
+        sl = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
+        input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, sl] = 1
+    if device is not None:
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def squash_reward(rewards: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Map raw rewards to values in [-1, 1]: ``tanh(rewards / scale)`` (see the module notes)."""
+    return torch.tanh(rewards / scale)
+
+
+@dataclass
+class PPMConfig:
+    """The PPM's own settings, saved as ``ppm_config.json`` next to the backbone's config."""
+
+    #: values are ``tanh(reward / scale)``
+    scale: float = 1.0
+    squash: str = "tanh"
+    head: str = "linear"
+    head_bias: bool = False
+    pooling: str = "last_non_padding_token"
+    #: default truncation (in tokens) for scoring; None: no truncation
+    max_length: int | None = None
+    #: the plain-text prompt template the PPM was trained with (PromptTemplate fields), if known
+    prompt_template: dict[str, Any] | None = None
+    format_version: int = _FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        scale = self.scale
+        if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"PPMConfig.scale must be a finite number > 0, got {self.scale!r}")
+        if self.squash != "tanh" or self.head != "linear" or self.head_bias:
+            raise ValueError("only the tanh squash and a bias-free linear head are supported")
+        if self.pooling != "last_non_padding_token":
+            raise ValueError(f"unsupported pooling {self.pooling!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PPMConfig:
+        version = data.get("format_version", _FORMAT_VERSION)
+        if version > _FORMAT_VERSION:
+            raise ValueError(
+                f"{PPM_CONFIG_NAME} has format_version {version}; this rstar_math reads up to "
+                f"{_FORMAT_VERSION}"
+            )
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def prompt(self) -> PromptTemplate | None:
+        """The recorded prompt template, if any."""
+        if self.prompt_template is None:
+            return None
+        data = dict(self.prompt_template)
+        data["few_shots"] = tuple(data.get("few_shots", ()))
+        return PromptTemplate(**data)
+
+
+@dataclass
+class PPMOutput:
+    """``rewards``: raw head outputs (B,), float32; ``values``: ``tanh(rewards / scale)`` (B,)."""
+
+    rewards: torch.Tensor
+    values: torch.Tensor
+
+
+class PPMModel(nn.Module):
+    """A causal-LM backbone with a scalar value head (see the module notes).
+
+    Build one with :meth:`from_policy` (training starts there) or :meth:`from_pretrained`; the
+    constructor wraps a ``transformers`` ``*ForSequenceClassification`` model with
+    ``num_labels == 1``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        ppm_config: PPMConfig | None = None,
+        tokenizer: Any | None = None,
+    ) -> None:
+        super().__init__()
+        if getattr(model.config, "num_labels", None) != 1 or not isinstance(
+            getattr(model, "score", None), nn.Linear
+        ):
+            raise ValueError(
+                "PPMModel wraps a *ForSequenceClassification model with num_labels=1 and a "
+                "`score` Linear head; use PPMModel.from_policy(...) to build one from a causal LM"
+            )
+        if model.score.bias is not None:
+            raise ValueError("the value head must not have a bias (see rstar_math.scorers.ppm)")
+        self.model = model
+        self.ppm_config = ppm_config or PPMConfig()
+        self.tokenizer = tokenizer
+
+    # -- parts
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The transformer body (no LM head)."""
+        return self.model.base_model
+
+    @property
+    def value_head(self) -> nn.Linear:
+        """``Linear(hidden, 1, bias=False)``."""
+        return self.model.score
+
+    @property
+    def scale(self) -> float:
+        return float(self.ppm_config.scale)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the value head lives (the output device)."""
+        return self.value_head.weight.device
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where input ids go: the embedding's device (differs from ``device`` when sharded)."""
+        return self.backbone.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value_head.weight.dtype
+
+    # -- computation
+
+    def squash(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The one definition of the value: ``tanh(rewards / scale)``, in [-1, 1]."""
+        return squash_reward(rewards, self.ppm_config.scale)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> PPMOutput:
+        """Rewards and values of a padded batch (either padding side)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(input_ids.device)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        width = attention_mask.shape[-1]
+        last = width - 1 - attention_mask.long().flip(-1).argmax(-1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        return PPMOutput(rewards=rewards, values=self.squash(rewards))
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        tokenizer: Any | None = None,
+        max_length: int | None = None,
+        padding_side: str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:func:`ppm_encode` with this model's tokenizer, max length and device."""
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is None:
+            raise ValueError("this PPMModel has no tokenizer; pass tokenizer=")
+        return ppm_encode(
+            tok,
+            texts,
+            max_length=max_length if max_length is not None else self.ppm_config.max_length,
+            padding_side=padding_side,
+            device=self.input_device,
+        )
+
+    # -- construction and persistence
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: str | os.PathLike[str] | Any,
+        tokenizer: Any | None = None,
+        *,
+        scale: float = 1.0,
+        head_init_std: float = 0.0,
+        dtype: Any = None,
+        device: Any = None,
+        **model_kwargs: Any,
+    ) -> PPMModel:
+        """A new PPM from a policy: its transformer body, a fresh value head.
+
+        ``policy`` is a causal-LM checkpoint directory or a loaded causal LM (its weights are
+        copied, the policy object is left untouched). The head starts at zero (``head_init_std``
+        > 0 draws it from N(0, std) instead), so a new PPM scores every text 0. ``tokenizer``
+        defaults to the policy directory's tokenizer.
+        """
+        auto = transformers.AutoModelForSequenceClassification
+        config = PPMConfig(scale=scale)
+        if isinstance(policy, (str, os.PathLike)):
+            path = os.fspath(policy)
+            model = auto.from_pretrained(path, num_labels=1, dtype=dtype or "auto", **model_kwargs)
+            if tokenizer is None:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        else:
+            if model_kwargs:
+                raise ValueError("model_kwargs only apply when loading the policy from a path")
+            hf_config = copy.deepcopy(policy.config)
+            hf_config.num_labels = 1
+            hf_config.architectures = None
+            model = auto.from_config(hf_config)
+            model.to(dtype=policy.dtype)
+            missing, unexpected = model.base_model.load_state_dict(
+                policy.base_model.state_dict(), strict=False
+            )
+            if missing or unexpected:
+                raise ValueError(
+                    f"the policy's body does not match its config: missing={missing}, "
+                    f"unexpected={unexpected}"
+                )
+            model.to(policy.get_input_embeddings().weight.device)
+            if dtype is not None and dtype != "auto":
+                model.to(dtype=_as_dtype(dtype))
+        with torch.no_grad():
+            if head_init_std > 0:
+                model.score.weight.normal_(0.0, head_init_std)
+            else:
+                model.score.weight.zero_()
+        if tokenizer is not None and model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return cls(model, config, tokenizer)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        tokenizer: Any | None = None,
+        prompt: Prompter | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Write the self-contained checkpoint directory (weights, config, tokenizer, ppm config).
+
+        ``prompt``: record the plain :class:`~rstar_math.format.PromptTemplate` the PPM was
+        trained with, so :meth:`PPMScorer.from_pretrained` uses it by default. Extra keyword
+        arguments go to ``transformers``' ``save_pretrained`` (e.g. ``max_shard_size``).
+        """
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is not None and self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = tok.pad_token_id
+        kwargs.setdefault("safe_serialization", True)
+        if not kwargs["safe_serialization"]:
+            raise ValueError("PPM checkpoints are always saved as safetensors")
+        self.model.save_pretrained(path, **kwargs)
+        if tok is not None:
+            tok.save_pretrained(path)
+        config = self.ppm_config
+        if isinstance(prompt, PromptTemplate):
+            data = asdict(prompt)
+            data["few_shots"] = list(data["few_shots"])
+            config = replace(config, prompt_template=data)
+            self.ppm_config = config
+        elif prompt is not None:
+            logger.warning(
+                "only a plain PromptTemplate can be recorded in %s; %s not saved",
+                PPM_CONFIG_NAME,
+                type(prompt).__name__,
+            )
+        (path / PPM_CONFIG_NAME).write_text(
+            json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        tokenizer: Any | None = None,
+        **model_kwargs: Any,
+    ) -> PPMModel:
+        """Load a directory written by :meth:`save_pretrained`."""
+        path = Path(directory)
+        config_file = path / PPM_CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(
+                f"{path} is not a PPM checkpoint (no {PPM_CONFIG_NAME}); to start a PPM from a "
+                "policy checkpoint use PPMModel.from_policy(path)"
+            )
+        ppm_config = PPMConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            os.fspath(path), dtype=dtype or "auto", **model_kwargs
+        )
+        if tokenizer is None and any(
+            (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+        ):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return cls(model, ppm_config, tokenizer)
+
+
+def _as_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"not a torch dtype: {dtype!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- scorer
+
+
+class PPMScorer:
+    """A :class:`~rstar_math.interfaces.Scorer` backed by a :class:`PPMModel`.
+
+    Scores ``ppm_text(prompt, question, steps)`` for each request, in batches of ``batch_size``
+    texts (sorted by length to limit padding), without gradients, and returns values in [-1, 1].
+    Identical texts in one call are scored once. The result of a text does not depend on the rest
+    of the batch or on the padding side.
+    """
+
+    def __init__(
+        self,
+        model: PPMModel,
+        tokenizer: Any | None = None,
+        prompt: Prompter | None = None,
+        batch_size: int = 16,
+        device: Any = None,
+        max_length: int | None = None,
+        padding_side: str | None = None,
+    ) -> None:
+        if not isinstance(model, PPMModel):
+            raise TypeError(f"model must be a PPMModel, got {type(model).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        if self.tokenizer is None:
+            raise ValueError("PPMScorer needs a tokenizer (none passed, none on the model)")
+        if prompt is None:
+            prompt = model.ppm_config.prompt() or PromptTemplate.sft()
+        self.prompt = prompt
+        self.batch_size = batch_size
+        self.max_length = max_length if max_length is not None else model.ppm_config.max_length
+        self.padding_side = padding_side
+        self._lock = threading.Lock()
+        if device is not None:
+            model.to(device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        prompt: Prompter | None = None,
+        batch_size: int = 16,
+        device: Any = None,
+        dtype: Any = None,
+        max_length: int | None = None,
+        **model_kwargs: Any,
+    ) -> PPMScorer:
+        """Load a PPM checkpoint directory. Default device: CUDA if available, else CPU; default
+        dtype: the checkpoint's on CUDA, float32 on CPU."""
+        if device is None and "device_map" not in model_kwargs:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype is None and device is not None and torch.device(device).type == "cpu":
+            dtype = torch.float32
+        model = PPMModel.from_pretrained(directory, dtype=dtype, device=device, **model_kwargs)
+        return cls(model, prompt=prompt, batch_size=batch_size, max_length=max_length)
+
+    def texts(self, requests: Sequence[ScoreRequest]) -> list[str]:
+        """The texts :meth:`score` would score."""
+        return [ppm_text(self.prompt, r.question, r.steps) for r in requests]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        """One value in [-1, 1] per request, in order."""
+        return self.score_texts(self.texts(requests))
+
+    def score_texts(self, texts: Sequence[str]) -> list[float]:
+        """Values in [-1, 1] for already-built texts (see :func:`ppm_text`)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        unique = list(dict.fromkeys(texts))
+        seqs = _tokenize(self.tokenizer, unique, self.max_length)
+        order = sorted(range(len(unique)), key=lambda i: -len(seqs[i]))
+        values: dict[str, float] = {}
+        with self._lock:
+            self._score_sorted(unique, seqs, order, values)
+        return [values[t] for t in texts]
+
+    def _score_sorted(
+        self,
+        unique: list[str],
+        seqs: list[list[int]],
+        order: list[int],
+        values: dict[str, float],
+    ) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    chunk = order[start : start + self.batch_size]
+                    enc = _pad(
+                        self.tokenizer,
+                        [seqs[i] for i in chunk],
+                        self.padding_side,
+                        self.model.input_device,
+                    )
+                    out = self.model(enc["input_ids"], enc["attention_mask"])
+                    for i, value in zip(chunk, out.values.tolist(), strict=True):
+                        values[unique[i]] = float(value)
+        finally:
+            self.model.train(was_training)
+
+    def __repr__(self) -> str:
+        return f"PPMScorer(scale={self.model.scale}, batch_size={self.batch_size})"

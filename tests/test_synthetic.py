@@ -1,0 +1,237 @@
+"""The synthetic word-problem domain and its teacher solutions (rstar_math.data.synthetic)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections import Counter
+
+import pytest
+
+from rstar_math.data.synthetic import (
+    FAMILIES,
+    LEVELS,
+    NAMES,
+    OBJECTS,
+    TRAIN_LEVELS,
+    LevelSpec,
+    SyntheticProblem,
+    corpus,
+    generate_problems,
+    make_splits,
+    teacher_solution,
+    to_sft_records,
+)
+from rstar_math.format import (
+    ANSWER_END,
+    CODE_START,
+    PromptTemplate,
+    extract_program,
+    split_solution,
+)
+from rstar_math.tree import StepKind
+
+ALL_LEVELS = [*TRAIN_LEVELS, "hard"]
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[SyntheticProblem]:
+    return generate_problems(500, ALL_LEVELS, seed=7)
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[SyntheticProblem]]:
+    return make_splits(seed=3, n_train=600, n_val=150, n_hard=150)
+
+
+def _run(program: str) -> tuple[str, dict]:
+    """exec a trusted teacher program; its stdout and namespace."""
+    ns: dict = {}
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(program, ns)
+    return buf.getvalue().strip(), ns
+
+
+def test_deterministic_for_a_seed() -> None:
+    a = generate_problems(40, ALL_LEVELS, seed=11)
+    b = generate_problems(40, ALL_LEVELS, seed=11)
+    c = generate_problems(40, ALL_LEVELS, seed=12)
+    assert [p.to_dict() for p in a] == [p.to_dict() for p in b]
+    assert [p.question for p in a] != [p.question for p in c]
+    s1 = make_splits(seed=1, n_train=30, n_val=10, n_hard=10)
+    s2 = make_splits(seed=1, n_train=30, n_val=10, n_hard=10)
+    assert {k: [p.question for p in v] for k, v in s1.items()} == {
+        k: [p.question for p in v] for k, v in s2.items()
+    }
+
+
+def test_teacher_solutions_follow_the_format(problems: list[SyntheticProblem]) -> None:
+    for p in problems:
+        assert p.solution.startswith(CODE_START + "\n# Step 1: ")
+        assert p.solution.endswith(ANSWER_END)
+        steps = split_solution(p.solution)
+        kinds = [s.kind for s in steps]
+        assert kinds == [StepKind.CODE] * p.hops + [StepKind.FINAL_CODE, StepKind.ANSWER], (
+            p.solution
+        )
+        assert steps[-1].answer == p.answer
+        assert f"<output>{p.answer}<end_of_output>" in p.solution
+        final = steps[-2].code.splitlines()
+        assert final[0] == "# Now print the final answer" and final[1].startswith("print(")
+        for i, step in enumerate(steps[: p.hops], 1):
+            lines = step.code.splitlines()
+            assert lines[0].startswith(f"# Step {i}: ")
+            assert 1 <= len(lines) - 1 <= 3  # one comment line, 1-3 code lines
+            assert all(not ln.startswith("#") for ln in lines[1:])
+
+
+def test_programs_print_the_answer(problems: list[SyntheticProblem]) -> None:
+    for p in problems:
+        out, ns = _run(extract_program(p.solution))
+        assert out == p.answer, p.solution
+        assert p.answer.isdigit() and 0 < int(p.answer) < 1000
+        # every intermediate quantity is a small positive integer
+        values = [v for k, v in ns.items() if not k.startswith("__") and k != "x"]
+        for v in values:
+            if isinstance(v, int) or type(v).__name__ == "Integer":
+                assert 0 < int(v) < 1000
+
+
+def test_code_uses_entity_variable_names(problems: list[SyntheticProblem]) -> None:
+    slugs = {name.lower() for name, _ in NAMES}
+    for p in problems:
+        for _, code in p.steps:
+            var = code.splitlines()[-1].split(" = ")[0]
+            assert re.fullmatch(r"[a-z_]+", var)
+            head = var.split("_")[0]
+            assert head in slugs or var in {"number", "each_share", "difference"} or head == "total"
+
+
+def test_sympy_for_equations(problems: list[SyntheticProblem]) -> None:
+    eq = [p for p in problems if p.family == "equation"]
+    assert eq
+    for p in eq:
+        assert "from sympy import symbols, Eq, solve" in p.solution
+        assert "solve(Eq(" in p.solution
+        # imported once, before its first use
+        assert p.solution.count("from sympy import") == 1
+        assert p.solution.index("from sympy import") < p.solution.index("solve(Eq(")
+    anon = [p for p in generate_problems(40, "level1", seed=2, families=["equation"])]
+    assert any("number = solve(Eq(" in p.solution for p in anon)
+
+
+def test_levels_hops_and_distractors(problems: list[SyntheticProblem]) -> None:
+    for p in problems:
+        lo, hi = LEVELS[p.level].hops
+        assert max(lo, 1) <= p.hops <= hi
+        dlo, dhi = LEVELS[p.level].distractors
+        assert dlo <= p.meta["distractors"] <= dhi
+    hard = [p for p in problems if p.level == "hard"]
+    assert all(p.meta["distractors"] >= 1 for p in hard)
+    assert Counter(p.meta["order"] for p in hard).keys() >= {"forward", "reversed", "shuffled"}
+
+
+def test_hard_split_needs_more_hops_than_training(splits) -> None:
+    max_train = max(p.hops for p in splits["train"] + splits["val"])
+    assert min(p.hops for p in splits["hard"]) > max_train
+    assert {p.level for p in splits["train"]} == set(TRAIN_LEVELS)
+    assert {p.level for p in splits["hard"]} == {"hard"}
+    with pytest.raises(ValueError):
+        make_splits(n_train=5, n_val=5, n_hard=5, hard_level="level3")
+
+
+def test_splits_are_disjoint(splits) -> None:
+    seen: set[str] = set()
+    for name in ("train", "val", "hard"):
+        questions = [p.question for p in splits[name]]
+        assert len(set(questions)) == len(questions), f"duplicates inside {name}"
+        assert not seen & set(questions), f"{name} overlaps an earlier split"
+        seen |= set(questions)
+    assert [len(splits[k]) for k in ("train", "val", "hard")] == [600, 150, 150]
+
+
+def test_families_all_present_with_their_relations(problems: list[SyntheticProblem]) -> None:
+    assert {p.family for p in problems} == set(FAMILIES)
+    assert {p.level for p in problems} == set(ALL_LEVELS)
+    by_family: dict[str, Counter] = {f: Counter() for f in FAMILIES}
+    for p in problems:
+        by_family[p.family].update(p.meta["relations"])
+    assert by_family["rate"].keys() & {"rate", "rate_const", "inv_rate"}
+    assert by_family["ratio"]["ratio"] and by_family["ratio"]["share_root"]
+    assert by_family["equation"]["equation"] and by_family["equation"]["inv_affine_plus"]
+    kinds = set().union(*by_family.values())
+    assert kinds >= {
+        "given", "times", "frac", "plus", "minus", "affine_plus", "affine_minus", "sum",
+        "total", "diff", "ratio", "share", "rate", "rate_const", "equation", "inv_times",
+    }  # fmt: skip
+    themes = {p.meta["theme"] for p in problems if p.family == "rate"}
+    assert themes == {"work", "travel", "reading", "shopping", "packing"}
+
+
+def test_phrasing_variety(problems: list[SyntheticProblem]) -> None:
+    questions = {p.meta["question_template"] for p in problems}
+    sentences = {t for p in problems for t in p.meta["templates"]}
+    names = {n for p in problems for n in p.meta["names"]}
+    nouns = {m for p in problems for m in p.meta["measures"]}
+    assert len(questions) >= 20, sorted(questions)
+    assert len(sentences) >= 100
+    assert len(names) >= 45 and len(NAMES) >= 50
+    assert len(nouns) >= 30 and len(OBJECTS) >= 40
+    # a few hand-written phrasings a person might type are among the generated forms
+    text = " ".join(p.question for p in problems)
+    for phrase in ("twice as many", "fewer than", "half", "per hour", "ratio", "equally among"):
+        assert phrase in text, phrase
+    assert len({p.question.split(" ")[0] for p in problems}) >= 30  # openings vary
+
+
+def test_distractors_are_not_used(problems: list[SyntheticProblem]) -> None:
+    names = [n for n, _ in NAMES]
+    with_distractors = [p for p in problems if p.meta["distractors"]]
+    assert len(with_distractors) > len(problems) // 2
+    for p in with_distractors:
+        sentences = p.meta["distractor_sentences"]
+        assert len(sentences) == p.meta["distractors"]
+        rest = p.question
+        for s in sentences:
+            assert s in p.question
+            rest = rest.replace(s, "")
+        only_in_distractors = [
+            n for n in names if re.search(rf"\b{n}\b", " ".join(sentences)) and n not in rest
+        ]
+        for n in only_in_distractors:
+            assert f"{n.lower()}_" not in p.solution and n not in p.solution
+
+
+def test_teacher_solution_and_records(problems: list[SyntheticProblem]) -> None:
+    p = problems[-1]
+    assert teacher_solution(p) == p.solution
+    plain = teacher_solution(p, numbered=False)
+    assert "Step" not in plain
+    assert [s.kind for s in split_solution(plain)] == [s.kind for s in split_solution(p.solution)]
+    assert SyntheticProblem.from_dict(p.to_dict()) == p
+    records = to_sft_records(problems[:5])
+    assert [r.question for r in records] == [q.question for q in problems[:5]]
+    assert [r.response for r in records] == [q.solution for q in problems[:5]]
+    assert records[0].meta["answer"] == problems[0].answer
+
+
+def test_corpus_uses_the_sft_prompt() -> None:
+    texts = corpus(20, seed=4)
+    prompt = PromptTemplate.sft()
+    qs = generate_problems(20, TRAIN_LEVELS, seed=4)
+    assert texts[:20] == [prompt.render(q.question) + q.solution for q in qs]
+    assert "Zoe" in texts[-1] and "bottle caps" in texts[-1]
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        generate_problems(3, "level9")
+    with pytest.raises(ValueError):
+        generate_problems(3, "level1", families=["geometry"])
+    spec = LevelSpec("custom", (8, 9), (0, 0), (1.0, 0.0, 0.0))
+    ps = generate_problems(8, spec, seed=0)
+    assert all(p.level == "custom" and 8 <= p.hops <= 9 for p in ps)
+    assert all(p.meta["order"] == "forward" and p.meta["distractors"] == 0 for p in ps)
+    assert {p.level for p in generate_problems(8, [1, "2"], seed=0)} == {"level1", "level2"}

@@ -1,0 +1,403 @@
+"""Self-evolution: problems -> trees -> SFT records + PPM pairs -> policy and PPM -> next round.
+
+A run lives in one directory::
+
+    RUN/manifest.json            the run's config and each round's finished stages
+    RUN/round_1/trees.jsonl      one record per problem (written as each finishes)
+    RUN/round_1/trees_extra.jsonl  extra-rollout searches of still-unsolved problems (rounds 3-4)
+    RUN/round_1/sft.jsonl        top-k correct trajectories per problem
+    RUN/round_1/pairs.jsonl      PPM preference pairs
+    RUN/round_1/policy/          SFT trainer output; the policy is policy/final
+    RUN/round_1/ppm/             PPM trainer output; the PPM is ppm/final
+
+Every stage is idempotent and resumable: generation skips problems already written, extraction
+writes to a temporary file renamed into place, trainers continue from their last checkpoint, and
+the manifest (rewritten atomically) records a stage only once it is complete. Running the same
+command again after a kill continues where it stopped.
+
+Round presets follow the paper: round 1 runs a bootstrap policy with the few-shot prompt and
+terminal-guided MCTS; round 2 the round-1 SFT policy, terminal-guided, more rollouts; rounds 3-4
+MCTS guided by the previous round's PPM, with extra rollouts for problems still unsolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rstar_math.data.loaders import Problem, load_problems
+from rstar_math.evolution.generate import generate_trees, read_problem_records
+from rstar_math.evolution.spec import SolverSpec
+from rstar_math.search.config import SearchConfig
+
+__all__ = ["EvolutionConfig", "EvolutionRunner", "RoundConfig"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STAGES = ("generate", "generate_extra", "extract", "train_sft", "train_ppm")
+
+
+@dataclass
+class RoundConfig:
+    """One round of self-evolution.
+
+    ``policy``: the generator of this round's trees; ``None`` takes the previous round's trained
+    policy. ``use_ppm``: guide the search with the previous round's PPM. ``extra_rollouts``:
+    problems without a correct answer after the main search are searched again with this many
+    rollouts (0: off). ``sft_from``: ``"base"`` fine-tunes the run's base policy on this round's
+    data (the paper), ``"policy"`` continues from this round's generator.
+    """
+
+    search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
+    policy: str | None = None
+    use_ppm: bool = False
+    prompt: str = "sft"
+    extra_rollouts: int = 0
+    train_policy: bool = True
+    train_ppm: bool = True
+    sft_from: str = "base"
+    sft_k: int = 2
+    pairs_pos: int = 2
+    pairs_neg: int = 2
+    pairs_margin: float = 0.0
+    sft: dict[str, Any] = field(default_factory=dict)
+    ppm: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.search, dict):
+            self.search = SearchConfig.from_dict(self.search)
+        if self.sft_from not in ("base", "policy"):
+            raise ValueError(f"sft_from must be 'base' or 'policy', got {self.sft_from!r}")
+        if self.extra_rollouts < 0:
+            raise ValueError("extra_rollouts must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["search"] = self.search.to_dict()
+        return data
+
+
+@dataclass
+class EvolutionConfig:
+    """A whole self-evolution run; keys mirror the dataclasses so a YAML file maps onto it."""
+
+    problems: str
+    base_policy: str
+    rounds: list[RoundConfig] = field(default_factory=list)
+    backend: str = "hf"
+    device: str | None = None
+    few_shots: list[str] = field(default_factory=list)
+    chunk_size: int = 32
+    seed: int = 0
+    executor: str = "sandbox"
+    executor_kwargs: dict[str, Any] = field(default_factory=dict)
+    generator_kwargs: dict[str, Any] = field(default_factory=dict)
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.rounds = [RoundConfig(**r) if isinstance(r, dict) else r for r in self.rounds]
+        if not self.rounds:
+            raise ValueError("an evolution run needs at least one round")
+        if self.rounds[0].policy is None:
+            raise ValueError("round 1 needs an explicit policy (the bootstrap model)")
+
+    @classmethod
+    def paper(
+        cls,
+        problems: str,
+        base_policy: str,
+        bootstrap_policy: str | None = None,
+        rounds: int = 4,
+        **overrides: Any,
+    ) -> EvolutionConfig:
+        """The paper's four rounds (fewer with ``rounds``)."""
+        presets = [
+            RoundConfig(
+                search=SearchConfig.paper_bootstrap(),
+                policy=bootstrap_policy or base_policy,
+                prompt="few_shot",
+                train_ppm=True,
+            ),
+            RoundConfig(search=SearchConfig.paper_sampling(num_rollouts=16)),
+            RoundConfig(
+                search=SearchConfig.paper_sampling(num_rollouts=16), use_ppm=True, extra_rollouts=64
+            ),
+            RoundConfig(
+                search=SearchConfig.paper_sampling(num_rollouts=16),
+                use_ppm=True,
+                extra_rollouts=128,
+            ),
+        ]
+        return cls(problems=problems, base_policy=base_policy, rounds=presets[:rounds], **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvolutionConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown evolution key(s): {', '.join(unknown)}; valid keys: "
+                f"{', '.join(sorted(known))}"
+            )
+        rounds = data.get("rounds", [])
+        for i, r in enumerate(rounds):
+            if isinstance(r, dict):
+                bad = sorted(set(r) - {f.name for f in dataclasses.fields(RoundConfig)})
+                if bad:
+                    raise ValueError(f"rounds[{i}]: unknown key(s): {', '.join(bad)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["rounds"] = [r.to_dict() for r in self.rounds]
+        return data
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EvolutionRunner:
+    """Runs (or resumes) the rounds of an :class:`EvolutionConfig` in ``run_dir``."""
+
+    def __init__(self, config: EvolutionConfig, run_dir: str | os.PathLike[str]) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = self._load_manifest()
+
+    # ------------------------------------------------------------------ manifest
+
+    def _load_manifest(self) -> dict[str, Any]:
+        path = self.run_dir / MANIFEST
+        if path.exists():
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            if manifest.get("config") != json.loads(json.dumps(self.config.to_dict())):
+                logger.warning(
+                    "%s: the config differs from the one the run started with; finished stages "
+                    "are kept, the rest use the new config",
+                    path,
+                )
+            manifest["config"] = self.config.to_dict()
+            return manifest
+        return {"config": self.config.to_dict(), "rounds": {}, "created": time.time()}
+
+    def _save_manifest(self) -> None:
+        _write_json_atomic(self.run_dir / MANIFEST, self.manifest)
+
+    def _round_state(self, name: str) -> dict[str, Any]:
+        return self.manifest["rounds"].setdefault(name, {"stages": {}})
+
+    def _stage_done(self, name: str, stage: str) -> bool:
+        return stage in self._round_state(name)["stages"]
+
+    def _finish_stage(self, name: str, stage: str, **info: Any) -> None:
+        self._round_state(name)["stages"][stage] = {"finished": time.time(), **info}
+        self._save_manifest()
+
+    # ------------------------------------------------------------------ running
+
+    def round_dir(self, index: int) -> Path:
+        return self.run_dir / f"round_{index + 1}"
+
+    def _trained(self, index: int, stage: str) -> str | None:
+        info = self._round_state(f"round_{index + 1}")["stages"].get(stage)
+        return info.get("model_dir") if info else None
+
+    def policy_of(self, index: int) -> str:
+        """The policy that generates round ``index``'s trees: the latest one trained before it."""
+        rnd = self.config.rounds[index]
+        if rnd.policy is not None:
+            return rnd.policy
+        for prev in range(index - 1, -1, -1):
+            trained = self._trained(prev, "train_sft")
+            if trained:
+                return trained
+        return self.config.base_policy
+
+    def ppm_of(self, index: int) -> str | None:
+        """The PPM that guides round ``index`` (the latest trained before it)."""
+        for prev in range(index - 1, -1, -1):
+            trained = self._trained(prev, "train_ppm")
+            if trained:
+                return trained
+        return None
+
+    def spec_of(self, index: int, search: SearchConfig | None = None) -> SolverSpec:
+        rnd = self.config.rounds[index]
+        cfg = self.config
+        ppm = self.ppm_of(index) if rnd.use_ppm else None
+        if rnd.use_ppm and ppm is None:
+            raise ValueError(f"round {index + 1} uses a PPM but no earlier round trains one")
+        search = search or rnd.search
+        return SolverSpec(
+            policy=self.policy_of(index),
+            backend=cfg.backend,  # type: ignore[arg-type]
+            ppm=ppm,
+            search=search.replace(seed=cfg.seed + index),
+            prompt=rnd.prompt,
+            few_shots=list(cfg.few_shots),
+            device=cfg.device,
+            generator_kwargs=dict(cfg.generator_kwargs),
+            executor=cfg.executor,
+            executor_kwargs=dict(cfg.executor_kwargs),
+        )
+
+    def problems(self) -> list[Problem]:
+        problems = load_problems(self.config.problems)
+        missing = [p.id for p in problems if p.answer is None]
+        if missing:
+            raise ValueError(
+                f"{self.config.problems}: problems without reference answers ({missing[:5]}...); "
+                "self-evolution grades terminal answers against references"
+            )
+        return problems
+
+    def run(self, rounds: int | None = None) -> dict[str, Any]:
+        """Run every round (or the first ``rounds``); returns the manifest."""
+        problems = self.problems()
+        count = len(self.config.rounds) if rounds is None else rounds
+        for index in range(count):
+            self.run_round(index, problems)
+        return self.manifest
+
+    def run_round(self, index: int, problems: list[Problem]) -> None:
+        name = f"round_{index + 1}"
+        rnd = self.config.rounds[index]
+        rdir = self.round_dir(index)
+        rdir.mkdir(parents=True, exist_ok=True)
+        state = self._round_state(name)
+        state["policy"] = self.policy_of(index)
+        state["ppm_used"] = self.ppm_of(index) if rnd.use_ppm else None
+        self._save_manifest()
+
+        if not self._stage_done(name, "generate"):
+            t0 = time.perf_counter()
+            with self.spec_of(index).build() as solver:
+                generate_trees(
+                    solver,
+                    problems,
+                    rdir / "trees.jsonl",
+                    chunk_size=self.config.chunk_size,
+                    show_progress=self.config.show_progress,
+                )
+            records = list(read_problem_records(rdir / "trees.jsonl"))
+            self._finish_stage(
+                name,
+                "generate",
+                problems=len(records),
+                solved=sum(1 for r in records if r.correct),
+                seconds=time.perf_counter() - t0,
+            )
+
+        if not self._stage_done(name, "generate_extra"):
+            solved = {r.problem_id for r in read_problem_records(rdir / "trees.jsonl") if r.correct}
+            unsolved = [p for p in problems if p.id not in solved]
+            if rnd.extra_rollouts and unsolved:
+                search = rnd.search.replace(num_rollouts=rnd.extra_rollouts)
+                with self.spec_of(index, search).build() as solver:
+                    generate_trees(
+                        solver,
+                        unsolved,
+                        rdir / "trees_extra.jsonl",
+                        chunk_size=self.config.chunk_size,
+                        show_progress=self.config.show_progress,
+                    )
+            self._finish_stage(
+                name, "generate_extra", problems=len(unsolved) * bool(rnd.extra_rollouts)
+            )
+
+        if not self._stage_done(name, "extract"):
+            counts = self._extract(rnd, rdir)
+            self._finish_stage(name, "extract", **counts)
+        counts = self._round_state(name)["stages"]["extract"]
+
+        if (
+            rnd.train_policy
+            and not self._stage_done(name, "train_sft")
+            and not counts["sft_records"]
+        ):
+            logger.warning("%s: no correct trajectory to fine-tune on; the policy is kept", name)
+            self._finish_stage(name, "train_sft", skipped="no SFT records")
+        if rnd.train_ppm and not self._stage_done(name, "train_ppm") and not counts["pairs"]:
+            logger.warning("%s: no preference pairs; no PPM is trained this round", name)
+            self._finish_stage(name, "train_ppm", skipped="no preference pairs")
+
+        if rnd.train_policy and not self._stage_done(name, "train_sft"):
+            from rstar_math.training import SFTTrainingConfig, read_sft_records, train_sft
+
+            base = self.config.base_policy if rnd.sft_from == "base" else self.policy_of(index)
+            sft_cfg = SFTTrainingConfig.from_dict(
+                {
+                    "seed": self.config.seed + index,
+                    "progress": self.config.show_progress,
+                    **rnd.sft,
+                    "output_dir": str(rdir / "policy"),
+                    "resume": True,
+                }
+            )
+            result = train_sft(base, read_sft_records(rdir / "sft.jsonl"), sft_cfg)
+            self._finish_stage(
+                name,
+                "train_sft",
+                model_dir=str(result.model_dir),
+                steps=result.global_step,
+                final_eval_loss=result.final_eval_loss,
+            )
+
+        if rnd.train_ppm and not self._stage_done(name, "train_ppm"):
+            from rstar_math.training import PPMTrainingConfig, read_pairs, train_ppm
+
+            start = self._trained(index, "train_sft") or self.policy_of(index)
+            ppm_cfg = PPMTrainingConfig.from_dict(
+                {
+                    "seed": self.config.seed + index,
+                    "progress": self.config.show_progress,
+                    **rnd.ppm,
+                    "output_dir": str(rdir / "ppm"),
+                    "resume": True,
+                }
+            )
+            ppm_result = train_ppm(start, read_pairs(rdir / "pairs.jsonl"), ppm_cfg)
+            self._finish_stage(
+                name,
+                "train_ppm",
+                model_dir=str(ppm_result.model_dir),
+                steps=ppm_result.global_step,
+                final_accuracy=ppm_result.final_accuracy,
+            )
+
+    def _extract(self, rnd: RoundConfig, rdir: Path) -> dict[str, int]:
+        from rstar_math.training import JsonlWriter, extract_pairs, select_sft
+
+        sft_tmp, pairs_tmp = rdir / "sft.jsonl.tmp", rdir / "pairs.jsonl.tmp"
+        n_sft = n_pairs = 0
+        with JsonlWriter(sft_tmp) as sft_out, JsonlWriter(pairs_tmp) as pair_out:
+            for path in (rdir / "trees.jsonl", rdir / "trees_extra.jsonl"):
+                for record in read_problem_records(path):
+                    for tree in record.trees:
+                        for sft in select_sft(tree, k=rnd.sft_k):
+                            sft_out.write(sft)
+                            n_sft += 1
+                        for pair in extract_pairs(
+                            tree,
+                            num_pos=rnd.pairs_pos,
+                            num_neg=rnd.pairs_neg,
+                            min_margin=rnd.pairs_margin,
+                        ):
+                            pair_out.write(pair)
+                            n_pairs += 1
+        os.replace(sft_tmp, rdir / "sft.jsonl")
+        os.replace(pairs_tmp, rdir / "pairs.jsonl")
+        return {"sft_records": n_sft, "pairs": n_pairs}

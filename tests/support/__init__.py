@@ -1,0 +1,1 @@
+"""Importable helpers for tests that run in subprocesses or Ray actors."""

@@ -249,3 +249,54 @@ def test_one_failing_search_does_not_lose_the_others() -> None:
     assert "error" not in trees[0].meta and "error" not in trees[2].meta
     assert trees[1].root.visits == 2  # its work before the error is kept
     assert [t.terminals()[0].grade for t in (trees[0], trees[2])] == [True, False]
+
+
+def test_pipelined_groups_give_identical_trees_and_overlap_phases() -> None:
+    import random
+    import threading
+    import time
+
+    def noisy(request: GenerationRequest) -> list[str]:
+        rng = random.Random(request.seed)
+        if request.prompt.endswith("<end_of_output>\n"):
+            return [f"<answer>\\boxed{{{rng.randint(1, 3)}}}<end_of_answer>"]
+        if request.prompt.endswith("<end_of_step>"):
+            return [PRINT]
+        return [f"<code>\nx = {rng.randint(1, 3)}\n<end_of_step>" for _ in range(3)]
+
+    spans: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    class SlowExecutor(InProcessExecutor):
+        def execute_batch(self, requests):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            time.sleep(0.01)
+            out = super().execute_batch(requests)
+            with lock:
+                spans.append(("exec", t0, time.perf_counter()))
+            return out
+
+    class SlowGenerator(ScriptedGenerator):
+        def generate(self, requests):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            time.sleep(0.01)
+            out = super().generate(requests)
+            with lock:
+                spans.append(("gen", t0, time.perf_counter()))
+            return out
+
+    qs = [f"Q{i}" for i in range(6)]
+    trees = {}
+    for groups in (1, 3):
+        config = SearchConfig(
+            num_rollouts=5, num_candidates=3, unvisited="inf", pipeline_groups=groups
+        )
+        solver = MCTSSolver(SlowGenerator(noisy), executor=SlowExecutor(), config=config)
+        spans.clear()
+        results = solver.solve_batch(qs, ["2"] * len(qs))
+        trees[groups] = [r.tree.to_dict() for r in results]
+        gen = [(a, b) for kind, a, b in spans if kind == "gen"]
+        exe = [(a, b) for kind, a, b in spans if kind == "exec"]
+        overlapping = any(a1 < b2 and a2 < b1 for a1, b1 in gen for a2, b2 in exe)
+        assert overlapping is (groups > 1)
+    assert trees[1] == trees[3]

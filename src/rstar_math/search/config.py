@@ -60,6 +60,8 @@ class SearchConfig:
     #: Vote over the top-k trajectories by value (0: all).
     vote_top_k: int = 0
     max_output_chars: int = 1024
+    #: Split the trees of a batch into this many groups whose phases overlap (1: no pipelining).
+    pipeline_groups: int = 1
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +91,7 @@ class SearchConfig:
             "beam_expand",
             "num_samples",
             "max_output_chars",
+            "pipeline_groups",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rstar_math.format import Prompter, format_output, parse_step, step_chunks
 from rstar_math.interfaces import (
@@ -78,6 +78,24 @@ class SearchStats:
 
     def to_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)
+
+    def merge(self, other: SearchStats) -> None:
+        """Add ``other``'s counts and times (``time_total_s`` excepted) to this one."""
+        for key, value in other.__dict__.items():
+            if key != "time_total_s":
+                setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass(slots=True)
+class _Wave:
+    """The state of one wave between its phases."""
+
+    work: list[tuple[TreeSearch, ExpansionTask]]
+    prefixes: list[tuple[list[Node], list[str], str]]
+    pending: list[tuple[TreeSearch, ExpansionTask, Node, int]]
+    exec_requests: list[ExecRequest]
+    exec_targets: list[int]
+    stats: SearchStats
 
 
 SearchCoroutine = Generator[list[ExpansionTask], None, None]
@@ -148,8 +166,16 @@ class _Engine:
         return cached
 
     def wave(self, work: Sequence[tuple[TreeSearch, ExpansionTask]], stats: SearchStats) -> None:
+        """Run one wave's three phases back to back."""
+        state = self.generate(work)
+        self.execute(state)
+        self.finish(state)
+        stats.merge(state.stats)
+
+    def generate(self, work: Sequence[tuple[TreeSearch, ExpansionTask]]) -> _Wave:
+        """Phase 1: one generator call for every task; parse, merge duplicates, queue code."""
         cfg = self.config
-        stats.waves += 1
+        stats = SearchStats(waves=1)
 
         # 1. generation: one call for every task of every tree
         requests = []
@@ -230,8 +256,16 @@ class _Engine:
                     exec_targets.append(len(pending))
                     exec_requests.append(ExecRequest(code=step.code, context=context))
                 pending.append((search, task, node, task_index))
+        return _Wave(list(work), prefixes, pending, exec_requests, exec_targets, stats)
 
-        # 3. execution: one batch for every new code step
+    def execute(self, state: _Wave) -> None:
+        """Phase 2: one executor batch for every new code step of the wave."""
+        stats = state.stats
+        exec_requests, exec_targets, pending = (
+            state.exec_requests,
+            state.exec_targets,
+            state.pending,
+        )
         if exec_requests:
             assert self.executor is not None
             t0 = time.perf_counter()
@@ -251,6 +285,10 @@ class _Engine:
                     search.stats.failed_executions += 1
                     stats.failed_executions += 1
 
+    def finish(self, state: _Wave) -> None:
+        """Phase 3: attach children, decide terminals, one scorer call for the new children."""
+        cfg = self.config
+        stats, pending, prefixes, work = state.stats, state.pending, state.prefixes, state.work
         # 4. attach surviving children, decide terminals
         to_score: list[tuple[TreeSearch, Node, int]] = []
         for search, task, node, task_index in pending:
@@ -363,13 +401,22 @@ def run_searches(
     ``on_done(index, search)`` is called as soon as a tree finishes (for streaming results). A
     search whose coroutine raises is logged and finished early with the error recorded in its
     tree's ``meta["error"]``; the other trees go on.
+
+    With ``config.pipeline_groups = G > 1`` the trees are split into G groups whose waves flow
+    through the three phases as a pipeline: while the generator works on one group's wave, the
+    executor runs another group's code and the scorer scores a third's. Each search depends only
+    on its own results and seeds, so the trees are the same as without pipelining.
     """
     engine = _Engine(generator, executor, scorer, prompt, config)
     stats = SearchStats()
     started = time.perf_counter()
-    active: dict[int, tuple[TreeSearch, SearchCoroutine, list[ExpansionTask]]] = {}
+    groups = max(1, min(config.pipeline_groups, len(searches)))
+    actives: list[dict[int, tuple[TreeSearch, SearchCoroutine, list[ExpansionTask]]]] = [
+        {} for _ in range(groups)
+    ]
 
     def advance(index: int, search: TreeSearch, coro: SearchCoroutine, first: bool) -> None:
+        active = actives[index % groups]
         try:
             tasks = next(coro) if first else coro.send(None)  # type: ignore[arg-type]
         except StopIteration:
@@ -386,14 +433,63 @@ def run_searches(
             return
         active[index] = (search, coro, tasks)
 
+    def work_of(group: int) -> list[tuple[TreeSearch, ExpansionTask]]:
+        return [(s, task) for s, _coro, tasks in actives[group].values() for task in tasks]
+
+    def advance_group(group: int) -> None:
+        for index, (search, coro, _tasks) in list(actives[group].items()):
+            advance(index, search, coro, first=False)
+
     for index, search in enumerate(searches):
         advance(index, search, search.run(), first=True)
 
-    while active:
-        work = [(search, task) for search, _coro, tasks in active.values() for task in tasks]
-        engine.wave(work, stats)
-        for index, (search, coro, _tasks) in list(active.items()):
-            advance(index, search, coro, first=False)
+    if groups == 1:
+        while actives[0]:
+            engine.wave(work_of(0), stats)
+            advance_group(0)
+    else:
+        _run_pipelined(engine, groups, work_of, advance_group, stats)
 
     stats.time_total_s = time.perf_counter() - started
     return stats
+
+
+def _run_pipelined(
+    engine: _Engine,
+    groups: int,
+    work_of: Callable[[int], list[tuple[TreeSearch, ExpansionTask]]],
+    advance_group: Callable[[int], None],
+    stats: SearchStats,
+) -> None:
+    """Flow each group's waves through generate -> execute -> finish, one thread per phase.
+
+    Each phase has a single worker thread, so no backend is ever called concurrently with itself;
+    coroutines are resumed here, in the calling thread, and groups touch disjoint trees.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    pools = [ThreadPoolExecutor(1, thread_name_prefix=f"rstar-{n}") for n in ("gen", "exec", "fin")]
+    pending: dict[Future[Any], tuple[int, int, Any]] = {}
+    try:
+        for group in range(groups):
+            work = work_of(group)
+            if work:
+                pending[pools[0].submit(engine.generate, work)] = (group, 0, None)
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                group, phase, state = pending.pop(future)
+                result = future.result()
+                if phase == 0:
+                    pending[pools[1].submit(engine.execute, result)] = (group, 1, result)
+                elif phase == 1:
+                    pending[pools[2].submit(engine.finish, state)] = (group, 2, state)
+                else:
+                    stats.merge(state.stats)
+                    advance_group(group)
+                    work = work_of(group)
+                    if work:
+                        pending[pools[0].submit(engine.generate, work)] = (group, 0, None)
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import append_section  # noqa: E402
+from _common import append_section
 
-from rstar_math import MCTSSolver, SearchConfig  # noqa: E402
-from rstar_math.executors import SandboxExecutor  # noqa: E402
-from rstar_math.generators.scripted import ScriptedGenerator  # noqa: E402
-from rstar_math.interfaces import GenerationRequest, GenerationResult  # noqa: E402
+from rstar_math import MCTSSolver, SearchConfig
+from rstar_math.executors import SandboxExecutor
+from rstar_math.generators.scripted import ScriptedGenerator
+from rstar_math.interfaces import GenerationRequest, GenerationResult
 
 
 def policy(request: GenerationRequest) -> list[str]:
@@ -38,7 +38,8 @@ def policy(request: GenerationRequest) -> list[str]:
         return ["\nprint(total)\n<end_of_code>"]
     if depth == 0:
         return [
-            f"<code>\nfrom sympy import Rational, factorint\ntotal = Rational({k}, 3)\n<end_of_step>"
+            "<code>\nfrom sympy import Rational, factorint\n"
+            f"total = Rational({k}, 3)\n<end_of_step>"
             for k in range(1, 5)
         ]
     return [

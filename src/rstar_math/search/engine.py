@@ -214,7 +214,6 @@ class _Engine:
         exec_requests: list[ExecRequest] = []
         exec_targets: list[int] = []
         for task_index, ((search, task), result) in enumerate(zip(work, results)):
-            tree = search.tree
             search.stats.generation_requests += 1
             search.stats.prompt_tokens += result.prompt_tokens
             stats.prompt_tokens += result.prompt_tokens

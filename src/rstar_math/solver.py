@@ -94,6 +94,17 @@ class MCTSSolver:
         self.prompt: Prompter = prompt if prompt is not None else PromptTemplate.sft()
         self.num_trees = num_trees
 
+    @classmethod
+    def default(cls, **overrides: Any) -> MCTSSolver:
+        """The built-in miniature policy and PPM (synthetic word problems only; see README).
+
+        ``overrides`` are :class:`SearchConfig` fields. Raises an ImportError when the package
+        was installed without its built-in model.
+        """
+        from rstar_math.models.builtin import default_solver
+
+        return default_solver(**overrides)
+
     @property
     def executor(self) -> Executor:
         """The executor; the default sandbox is started on first use."""
@@ -126,12 +137,13 @@ class MCTSSolver:
         questions: Sequence[str],
         references: Sequence[str | None] | None = None,
         on_result: Any = None,
+        progress: bool = False,
     ) -> list[SolveResult]:
         """Search many problems together: each wave of every tree shares one model call.
 
         ``on_result(index, result)`` is called as each problem finishes, so callers can stream
         results to disk. A problem whose search raises gets a result with ``error`` set; the
-        others are unaffected.
+        others are unaffected. ``progress`` shows a progress bar of finished problems.
         """
         questions = list(questions)
         for i, q in enumerate(questions):
@@ -156,6 +168,9 @@ class MCTSSolver:
                 searches.append(make_search(tree, self.config, tree_index=t))
                 owner.append(i)
 
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(questions), desc="problems", disable=not progress)
         remaining = [self.num_trees] * len(questions)
         results: list[SolveResult | None] = [None] * len(questions)
         batch_stats: SearchStats | None = None
@@ -166,13 +181,17 @@ class MCTSSolver:
             if remaining[problem] == 0:
                 result = self._result(problem, questions[problem], refs[problem], searches, owner)
                 results[problem] = result
+                bar.update(1)
                 if on_result is not None:
                     on_result(problem, result)
 
         executor = self.executor
-        batch_stats = run_searches(
-            searches, self.generator, executor, self.scorer, self.prompt, self.config, on_done
-        )
+        try:
+            batch_stats = run_searches(
+                searches, self.generator, executor, self.scorer, self.prompt, self.config, on_done
+            )
+        finally:
+            bar.close()
         batch = batch_stats.to_dict()
         out: list[SolveResult] = []
         for result in results:

@@ -19,6 +19,9 @@ __all__ = ["MCTSSolver", "SolveResult"]
 
 logger = logging.getLogger(__name__)
 
+#: Counts that only exist for a whole batch (under ``stats["batch"]``), not per problem.
+_BATCH_ONLY_STATS = frozenset({"generator_calls", "scorer_calls", "waves"})
+
 
 @dataclass
 class SolveResult:
@@ -222,7 +225,7 @@ class MCTSSolver:
         stats: dict[str, Any] = {}
         for s in own:
             for key, value in s.stats.to_dict().items():
-                if key.startswith("time_"):
+                if key.startswith("time_") or key in _BATCH_ONLY_STATS:
                     continue
                 stats[key] = stats.get(key, 0) + value
         errors = [t.meta["error"] for t in trees if "error" in t.meta]

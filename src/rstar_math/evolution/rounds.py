@@ -100,6 +100,9 @@ class EvolutionConfig:
     executor_kwargs: dict[str, Any] = field(default_factory=dict)
     generator_kwargs: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
+    #: Spread tree generation over this many Ray actors (0: in this process). Needs ray.init().
+    ray_actors: int = 0
+    ray_actor_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rounds = [RoundConfig(**r) if isinstance(r, dict) else r for r in self.rounds]
@@ -284,14 +287,7 @@ class EvolutionRunner:
 
         if not self._stage_done(name, "generate"):
             t0 = time.perf_counter()
-            with self.spec_of(index).build() as solver:
-                generate_trees(
-                    solver,
-                    problems,
-                    rdir / "trees.jsonl",
-                    chunk_size=self.config.chunk_size,
-                    show_progress=self.config.show_progress,
-                )
+            self._generate(index, problems, rdir / "trees.jsonl")
             records = list(read_problem_records(rdir / "trees.jsonl"))
             self._finish_stage(
                 name,
@@ -306,14 +302,7 @@ class EvolutionRunner:
             unsolved = [p for p in problems if p.id not in solved]
             if rnd.extra_rollouts and unsolved:
                 search = rnd.search.replace(num_rollouts=rnd.extra_rollouts)
-                with self.spec_of(index, search).build() as solver:
-                    generate_trees(
-                        solver,
-                        unsolved,
-                        rdir / "trees_extra.jsonl",
-                        chunk_size=self.config.chunk_size,
-                        show_progress=self.config.show_progress,
-                    )
+                self._generate(index, unsolved, rdir / "trees_extra.jsonl", search)
             self._finish_stage(
                 name, "generate_extra", problems=len(unsolved) * bool(rnd.extra_rollouts)
             )
@@ -376,6 +365,46 @@ class EvolutionRunner:
                 model_dir=str(ppm_result.model_dir),
                 steps=ppm_result.global_step,
                 final_accuracy=ppm_result.final_accuracy,
+            )
+
+    def _generate(
+        self,
+        index: int,
+        problems: list[Problem],
+        out: Path,
+        search: SearchConfig | None = None,
+    ) -> None:
+        """Search the problems not yet in ``out``; no model is loaded when none is left."""
+        from rstar_math.evolution.generate import completed_ids
+
+        done = completed_ids(out)
+        if all(p.id in done for p in problems):
+            return
+        spec = self.spec_of(index, search)
+        if self.config.ray_actors > 0:
+            from rstar_math._deps import require
+            from rstar_math.evolution.distributed import generate_trees_ray
+
+            ray = require("ray", "ray")
+            if not ray.is_initialized():
+                # RAY_ADDRESS (if set) joins an existing cluster; otherwise a local instance
+                ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+            generate_trees_ray(
+                spec,
+                problems,
+                out,
+                num_actors=self.config.ray_actors,
+                chunk_size=self.config.chunk_size,
+                actor_options=self.config.ray_actor_options,
+            )
+            return
+        with spec.build() as solver:
+            generate_trees(
+                solver,
+                problems,
+                out,
+                chunk_size=self.config.chunk_size,
+                show_progress=self.config.show_progress,
             )
 
     def _extract(self, rnd: RoundConfig, rdir: Path) -> dict[str, int]:

@@ -12,14 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rstar_math.generators.hf import HFGenerator
+    from rstar_math.generators.openai import GenerationError, OpenAIGenerator
     from rstar_math.generators.scripted import ScriptedGenerator
+    from rstar_math.generators.vllm import VLLMGenerator
 
-__all__ = ["HFGenerator", "ScriptedGenerator"]
+__all__ = [
+    "GenerationError",
+    "HFGenerator",
+    "OpenAIGenerator",
+    "ScriptedGenerator",
+    "VLLMGenerator",
+]
 
 #: public name -> module that defines it
 _LAZY: dict[str, str] = {
     "HFGenerator": "rstar_math.generators.hf",
     "ScriptedGenerator": "rstar_math.generators.scripted",
+    "VLLMGenerator": "rstar_math.generators.vllm",
+    "OpenAIGenerator": "rstar_math.generators.openai",
+    "GenerationError": "rstar_math.generators.openai",
 }
 
 

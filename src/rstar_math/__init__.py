@@ -20,6 +20,7 @@ from rstar_math.interfaces import (
     Scorer,
     ScoreRequest,
 )
+from rstar_math.log import disable_progress_bars, enable_progress_bars, set_verbosity
 from rstar_math.search import SearchConfig, SearchStats, select_answer
 from rstar_math.solver import MCTSSolver, SolveResult
 from rstar_math.tree import Node, StepKind, TerminalKind, Trajectory, Tree
@@ -48,5 +49,8 @@ __all__ = [
     "Trajectory",
     "Tree",
     "__version__",
+    "disable_progress_bars",
+    "enable_progress_bars",
     "select_answer",
+    "set_verbosity",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rstar_math.format import Prompter, PromptTemplate
 from rstar_math.interfaces import Executor, Generator, Scorer
+from rstar_math.log import progress_bar
 from rstar_math.search.algorithms import make_search
 from rstar_math.search.config import SearchConfig
 from rstar_math.search.engine import SearchStats, TreeSearch, run_searches
@@ -71,6 +73,12 @@ class MCTSSolver:
         num_trees: int = 1,
         owns_executor: bool | None = None,
     ) -> None:
+        if isinstance(generator, (str, os.PathLike)):
+            raise TypeError(
+                f"MCTSSolver takes a Generator, not a model path ({os.fspath(generator)!r}): wrap "
+                "the model first, e.g. MCTSSolver(HFGenerator(path)) or "
+                "MCTSSolver(VLLMGenerator(path)) (from rstar_math.generators)"
+            )
         if not isinstance(generator, Generator):
             raise TypeError(
                 "generator must implement generate(requests) -> list[GenerationResult] "
@@ -146,8 +154,16 @@ class MCTSSolver:
 
         ``on_result(index, result)`` is called as each problem finishes, so callers can stream
         results to disk. A problem whose search raises gets a result with ``error`` set; the
-        others are unaffected. ``progress`` shows a progress bar of finished problems.
+        others are unaffected. ``progress`` shows a progress bar of finished problems
+        (:func:`rstar_math.log.disable_progress_bars` hides it whatever the flag says).
         """
+        if isinstance(questions, str):
+            raise TypeError(
+                "solve_batch takes a list of questions, got one string; for one question use "
+                "solve(question), or pass [question]"
+            )
+        if isinstance(references, str):
+            raise TypeError("references must be a list with one reference per question, not a str")
         questions = list(questions)
         for i, q in enumerate(questions):
             if not isinstance(q, str) or not q.strip():
@@ -171,19 +187,22 @@ class MCTSSolver:
                 searches.append(make_search(tree, self.config, tree_index=t))
                 owner.append(i)
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(questions), desc="problems", disable=not progress)
+        bar = progress_bar(total=len(questions), desc="problems", enabled=progress)
+        solved = 0
         remaining = [self.num_trees] * len(questions)
         results: list[SolveResult | None] = [None] * len(questions)
         batch_stats: SearchStats | None = None
 
         def on_done(index: int, _search: TreeSearch) -> None:
+            nonlocal solved
             problem = owner[index]
             remaining[problem] -= 1
             if remaining[problem] == 0:
                 result = self._result(problem, questions[problem], refs[problem], searches, owner)
                 results[problem] = result
+                if refs[problem] is not None:
+                    solved += bool(result.correct)
+                    bar.set_postfix(correct=solved, refresh=False)
                 bar.update(1)
                 if on_result is not None:
                     on_result(problem, result)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Node", "StepKind", "TerminalKind", "Trajectory", "Tree"]
@@ -241,9 +243,22 @@ class Trajectory:
     def min_q(self) -> float:
         return min((n.q for n in self.nodes), default=0.0)
 
-    def pretty(self) -> str:
-        """A plain-text rendering for terminals and logs."""
-        lines = [f"Question: {self.tree.question}"]
+    def pretty(self, max_chars: int | None = None) -> str:
+        """A plain-text rendering for terminals and logs.
+
+        One header line per step (depth, kind, N, Q, PPM value, errors), the step's text, what its
+        code printed or how it failed, then the outcome. ``max_chars`` cuts each text block.
+        """
+
+        def cut(text: str) -> str:
+            text = text.rstrip()
+            if max_chars is not None and len(text) > max_chars:
+                return text[:max_chars] + f" [... {len(text) - max_chars} more characters]"
+            return text
+
+        lines = [f"Question: {cut(self.tree.question)}"]
+        if self.tree.reference is not None:
+            lines.append(f"Reference: {self.tree.reference}")
         for node in self.nodes:
             stats = f"N={node.visits} Q={node.q:+.3f}"
             if node.ppm_value is not None:
@@ -251,11 +266,19 @@ class Trajectory:
             if not node.exec_ok:
                 stats += f" ERROR={node.error_type}"
             lines.append(f"--- step {node.depth} [{node.kind.value}] {stats}")
-            lines.append(node.text.rstrip())
+            lines.append(cut(node.text))
             if node.output:
-                lines.append(f"[output] {node.output.rstrip()}")
-        end = self.last.terminal.value if self.last.terminal else "open"
-        lines.append(f"=== {end}: answer={self.answer!r} grade={self.correct}")
+                lines.append(f"[output] {cut(node.output)}")
+            if not node.exec_ok and node.error_message:
+                lines.append(f"[error] {node.error_type}: {cut(node.error_message)}")
+        if not self.nodes:
+            lines.append("=== open: no steps")
+            return "\n".join(lines)
+        last = self.last
+        end = last.terminal.value if last.terminal else "open"
+        value = self.value
+        shown = "None" if value is None else f"{value:+.3f}"
+        lines.append(f"=== {end}: answer={last.answer!r} grade={last.grade} value={shown}")
         return "\n".join(lines)
 
     def __len__(self) -> int:
@@ -355,6 +378,33 @@ class Tree:
             if node.id != i:
                 raise ValueError(f"tree node at position {i} has id {node.id}; ids must be 0..n-1")
         return tree
+
+    # ------------------------------------------------------------------ views
+
+    def _repr_html_(self) -> str:
+        """Interactive view in Jupyter (see :func:`rstar_math.viz.tree_to_html`)."""
+        from rstar_math.viz import tree_to_html
+
+        return tree_to_html(self)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, **options: Any) -> str:
+        """A self-contained interactive HTML page of the tree; written to ``path`` when given.
+
+        Returns the page. ``options`` go to :func:`rstar_math.viz.tree_to_html` (``max_nodes``,
+        ``max_text_chars``, ``open_depth``, ``title``).
+        """
+        from rstar_math.viz import tree_to_html
+
+        page = tree_to_html(self, full_page=True, **options)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def to_dot(self, **options: Any) -> str:
+        """The tree as Graphviz DOT (``dot -Tsvg``); see :func:`rstar_math.viz.tree_to_dot`."""
+        from rstar_math.viz import tree_to_dot
+
+        return tree_to_dot(self, **options)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)

@@ -150,11 +150,15 @@ class EvolutionConfig:
                 f"{', '.join(sorted(known))}"
             )
         rounds = data.get("rounds", [])
+        round_keys = sorted(f.name for f in dataclasses.fields(RoundConfig))
         for i, r in enumerate(rounds):
             if isinstance(r, dict):
-                bad = sorted(set(r) - {f.name for f in dataclasses.fields(RoundConfig)})
+                bad = sorted(set(r) - set(round_keys))
                 if bad:
-                    raise ValueError(f"rounds[{i}]: unknown key(s): {', '.join(bad)}")
+                    raise ValueError(
+                        f"rounds[{i}]: unknown key(s): {', '.join(bad)}; "
+                        f"valid keys: {', '.join(round_keys)}"
+                    )
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

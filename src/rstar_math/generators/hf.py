@@ -74,6 +74,97 @@ def _find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return None if best is None else (best[0], best[2])
 
 
+def _looks_local(path: str) -> bool:
+    """Whether ``path`` can only be a local path (a Hub id is ``name`` or ``owner/name``)."""
+    return (
+        os.path.isabs(path)
+        or path in (".", "..")
+        or path.startswith(("./", "../", "~", ".\\", "..\\"))
+        or "\\" in path
+        or path.count("/") > 1
+    )
+
+
+def check_pretrained_path(
+    path: str | os.PathLike[str], what: str = "model", marker: str | None = "config.json"
+) -> str:
+    """Fail with a clear message on a checkpoint path that cannot be loaded; return it as str.
+
+    A path that exists must be a directory holding ``marker`` (the file ``save_pretrained``
+    writes first; ``None`` skips that check). A path that does not exist but can only be local
+    (absolute, ``./``, ``~``, more than one ``/``) is an error here, before ``transformers``
+    would try it as a Hugging Face Hub id and fail with a message about repo ids or the network.
+    """
+    text = os.fspath(path)
+    local = os.path.expanduser(text)
+    hint = (
+        "pass a directory written by save_pretrained (config.json, tokenizer files and the "
+        "weights) or a Hugging Face Hub id such as 'Qwen/Qwen2.5-Math-7B'"
+    )
+    if os.path.exists(local):
+        if not os.path.isdir(local):
+            raise NotADirectoryError(f"the {what} path {text!r} is a file, not a directory: {hint}")
+        if marker is not None and not os.path.isfile(os.path.join(local, marker)):
+            raise FileNotFoundError(
+                f"the {what} directory {text!r} has no {marker}, so it is not a saved "
+                f"checkpoint: {hint}"
+            )
+        return local
+    if _looks_local(text):
+        raise FileNotFoundError(f"no {what} at {text!r}: that directory does not exist; {hint}")
+    return text
+
+
+def load_pretrained(loader: Any, path: str, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(path, **kwargs)`` with an error that says what to do."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        if os.path.isdir(path):
+            advice = (
+                f"the directory {path!r} is incomplete (save_pretrained writes config.json, the "
+                "tokenizer files and the weights); save the checkpoint again"
+            )
+        else:
+            advice = (
+                f"{path!r} is not a local directory, so it was tried as a Hugging Face Hub id: "
+                "check the spelling, or download it first (the Hub needs network access; "
+                "HF_HUB_OFFLINE=1 uses only the local cache)"
+            )
+        raise OSError(f"could not load the {what}: {advice}. Cause: {exc}") from exc
+
+
+def markers_missing(tokenizer: Any, markers: Sequence[str] | None = None) -> list[str]:
+    """The step markers (default: the stop markers) that are not one token of ``tokenizer``."""
+    if markers is None:
+        from rstar_math.format import STOP_MARKERS
+
+        markers = STOP_MARKERS
+    missing = []
+    for marker in markers:
+        try:
+            ids = tokenizer.encode(marker, add_special_tokens=False)
+        except Exception:  # an exotic tokenizer: nothing to say
+            return []
+        if len(ids) != 1:
+            missing.append(marker)
+    return missing
+
+
+def _warn_if_markers_missing(tokenizer: Any) -> None:
+    missing = markers_missing(tokenizer)
+    if missing:
+        logger.warning(
+            "the tokenizer has no single token for the step marker(s) %s. Generation still stops "
+            "at them (they are matched in the decoded text), but a model that never saw the step "
+            "format rarely writes them and each step then runs to max_step_tokens: prompt it "
+            "few-shot (PromptTemplate.few_shot(...), as in round 1) or fine-tune it with "
+            "rstar_math.training.train_sft (which adds the markers to the tokenizer). If this "
+            "model was fine-tuned, load the tokenizer saved with it.",
+            ", ".join(missing),
+        )
+
+
 def _resolve_dtype(dtype: Any) -> Any:
     if dtype is None or dtype == "auto":
         return dtype
@@ -160,14 +251,14 @@ class HFGenerator:
         dtype = _resolve_dtype(dtype)
 
         if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
+            path = check_pretrained_path(model, "model")
             if device is None and "device_map" not in model_kwargs:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             if dtype is None:
                 on_cpu = "device_map" not in model_kwargs and torch.device(device).type == "cpu"
                 dtype = torch.float32 if on_cpu else "auto"
-            loaded = transformers.AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, **model_kwargs
+            loaded = load_pretrained(
+                transformers.AutoModelForCausalLM, path, "model", dtype=dtype, **model_kwargs
             )
             if "device_map" not in model_kwargs:
                 loaded = loaded.to(device)
@@ -184,7 +275,8 @@ class HFGenerator:
                     device=device, dtype=dtype if isinstance(dtype, torch.dtype) else None
                 )
         if isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+            tok_path = check_pretrained_path(tokenizer, "tokenizer", marker=None)
+            tokenizer = load_pretrained(transformers.AutoTokenizer, tok_path, "tokenizer")
 
         model.eval()
         self.model = model
@@ -221,6 +313,7 @@ class HFGenerator:
         )
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._lock = threading.Lock()
+        _warn_if_markers_missing(tokenizer)
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, **kwargs: Any) -> HFGenerator:

@@ -55,6 +55,7 @@ from typing import Any
 
 from rstar_math._deps import require
 from rstar_math.format import Prompter, PromptTemplate
+from rstar_math.generators.hf import check_pretrained_path, load_pretrained
 from rstar_math.interfaces import ScoreRequest
 
 torch = require("torch", "hf")
@@ -338,10 +339,12 @@ class PPMModel(nn.Module):
         auto = transformers.AutoModelForSequenceClassification
         config = PPMConfig(scale=scale)
         if isinstance(policy, (str, os.PathLike)):
-            path = os.fspath(policy)
-            model = auto.from_pretrained(path, num_labels=1, dtype=dtype or "auto", **model_kwargs)
+            path = check_pretrained_path(policy, "policy")
+            model = load_pretrained(
+                auto, path, "policy", num_labels=1, dtype=dtype or "auto", **model_kwargs
+            )
             if tokenizer is None:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+                tokenizer = load_pretrained(transformers.AutoTokenizer, path, "tokenizer")
         else:
             if model_kwargs:
                 raise ValueError("model_kwargs only apply when loading the policy from a path")
@@ -426,8 +429,14 @@ class PPMModel(nn.Module):
         **model_kwargs: Any,
     ) -> PPMModel:
         """Load a directory written by :meth:`save_pretrained`."""
-        path = Path(directory)
+        path = Path(directory).expanduser()
         config_file = path / PPM_CONFIG_NAME
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no PPM checkpoint at {os.fspath(directory)!r}: that directory does not exist "
+                "(a PPM checkpoint is a directory written by PPMModel.save_pretrained or "
+                "train_ppm, holding ppm_config.json)"
+            )
         if not config_file.is_file():
             raise FileNotFoundError(
                 f"{path} is not a PPM checkpoint (no {PPM_CONFIG_NAME}); to start a PPM from a "

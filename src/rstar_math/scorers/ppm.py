@@ -19,7 +19,8 @@ Why the head has no bias
 
 Squashing, defined once
     ``value = tanh(reward / scale)`` (:func:`squash_reward`, :meth:`PPMModel.squash`), with
-    ``scale`` stored in the checkpoint's ``ppm_config.json`` (default 1.0). The reference trains on
+    ``scale`` stored in the checkpoint's ``ppm_config.json`` (default 5.0, the reference's). The
+    reference trains on
     raw rewards and applies ``tanh(r / 5)`` only at inference, so nothing in its checkpoint says how
     its values were meant to be read; here the scale travels with the weights, ``forward`` always
     returns both, the trainer's loss uses ``rewards`` and its accuracy ``values``, and the scorer
@@ -150,7 +151,12 @@ def _pad(
 # --------------------------------------------------------------------------- model
 
 
-def squash_reward(rewards: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+#: Reward units per tanh unit: the reference's ``tanh(r / 5)``. With 1.0 trained rewards quickly
+#: exceed ~9, where float32 ``tanh`` is exactly 1.0 and well-separated steps become ties.
+DEFAULT_SCALE = 5.0
+
+
+def squash_reward(rewards: torch.Tensor, scale: float = DEFAULT_SCALE) -> torch.Tensor:
     """Map raw rewards to values in [-1, 1]: ``tanh(rewards / scale)`` (see the module notes)."""
     return torch.tanh(rewards / scale)
 
@@ -160,7 +166,7 @@ class PPMConfig:
     """The PPM's own settings, saved as ``ppm_config.json`` next to the backbone's config."""
 
     #: values are ``tanh(reward / scale)``
-    scale: float = 1.0
+    scale: float = DEFAULT_SCALE
     squash: str = "tanh"
     head: str = "linear"
     head_bias: bool = False
@@ -323,7 +329,7 @@ class PPMModel(nn.Module):
         policy: str | os.PathLike[str] | Any,
         tokenizer: Any | None = None,
         *,
-        scale: float = 1.0,
+        scale: float = DEFAULT_SCALE,
         head_init_std: float = 0.0,
         dtype: Any = None,
         device: Any = None,

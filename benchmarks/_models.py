@@ -14,7 +14,13 @@ CACHE = Path(os.environ.get("RSTAR_BENCH_CACHE", Path.home() / ".cache" / "rstar
 
 
 def bench_policy() -> str:
-    """Path of a policy directory that writes valid steps for synthetic problems."""
+    """Path of a policy directory that writes valid steps for synthetic problems.
+
+    ``RSTAR_BENCH_POLICY`` names one explicitly; else the built-in model; else a quick tiny one.
+    """
+    explicit = os.environ.get("RSTAR_BENCH_POLICY")
+    if explicit:
+        return explicit
     try:
         from rstar_math.models.builtin import builtin_paths
 

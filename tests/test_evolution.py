@@ -403,3 +403,35 @@ def test_cli_generate_with_a_factory_policy(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert [r.correct for r in read_problem_records(out)] == [True, True]
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    problems_jsonl(tmp_path / "p.jsonl", n=6)
+    out = tmp_path / "trees.jsonl"
+    config = tmp_path / "solver.json"
+    config.write_text(json.dumps({"generator_kwargs": {"latency_s": 0.2}}))
+    cmd = [
+        sys.executable, "-m", "rstar_math.cli", "generate", str(tmp_path / "p.jsonl"),
+        "--policy", FACTORY, "--backend", "factory", "--config", str(config),
+        "--num-rollouts", "3", "--num-candidates", "3", "--chunk-size", "1",
+        "--output", str(out), "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _lines(out) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err
+    text = out.read_text()
+    assert text.endswith("\n")  # only whole records
+    written = [json.loads(line)["problem_id"] for line in text.splitlines()]
+    assert 2 <= len(written) < 6
+    res = _cli(*cmd[3:])
+    assert res.returncode == 0, res.stderr
+    ids = [json.loads(line)["problem_id"] for line in out.read_text().splitlines()]
+    assert ids == [f"p{i}" for i in range(6)]

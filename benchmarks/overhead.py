@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import append_section  # noqa: E402
-from _models import CACHE, bench_policy, bench_problems  # noqa: E402
+from _common import append_section
+from _models import CACHE, bench_policy, bench_problems
 
-from rstar_math import MCTSSolver, SearchConfig  # noqa: E402
-from rstar_math.executors import SandboxExecutor  # noqa: E402
+from rstar_math import MCTSSolver, SearchConfig
+from rstar_math.executors import SandboxExecutor
 
 
 def main() -> None:

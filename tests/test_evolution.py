@@ -377,7 +377,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"problems": "x", "base_policy": "y", "rounds": [{}], "roundz": 1}))
     res = _cli("evolve", "--config", str(bad), "--run-dir", str(tmp_path / "run"))
-    assert res.returncode == 2 and "unknown evolution key(s): roundz" in res.stderr
+    assert res.returncode == 2 and "unknown evolution key(s): 'roundz'" in res.stderr
     res = _cli()
     assert res.returncode == 2
 

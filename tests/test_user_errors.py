@@ -317,7 +317,7 @@ def test_unknown_round_key_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError) as info:
         EvolutionConfig.from_dict({"problems": "p", "base_policy": "b", "rounds": [{"polcy": "x"}]})
     message = str(info.value)
-    assert "rounds[0]: unknown key(s): polcy" in message and "valid keys" in message
+    assert "rounds[0]: unknown key(s): 'polcy'" in message and "valid keys" in message
     assert "policy" in message.split("valid keys", 1)[1]
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rstar_math._config import check_keys
 from rstar_math.data.loaders import Problem, load_problems
 from rstar_math.evolution.generate import generate_trees, read_problem_records
 from rstar_math.evolution.spec import SolverSpec
@@ -142,23 +143,10 @@ class EvolutionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvolutionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown evolution key(s): {', '.join(unknown)}; valid keys: "
-                f"{', '.join(sorted(known))}"
-            )
-        rounds = data.get("rounds", [])
-        round_keys = sorted(f.name for f in dataclasses.fields(RoundConfig))
-        for i, r in enumerate(rounds):
+        check_keys(cls, data, "evolution")
+        for i, r in enumerate(data.get("rounds", [])):
             if isinstance(r, dict):
-                bad = sorted(set(r) - set(round_keys))
-                if bad:
-                    raise ValueError(
-                        f"rounds[{i}]: unknown key(s): {', '.join(bad)}; "
-                        f"valid keys: {', '.join(round_keys)}"
-                    )
+                check_keys(RoundConfig, r, where=f"rounds[{i}]: ")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

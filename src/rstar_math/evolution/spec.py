@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rstar_math._config import check_keys
 from rstar_math.format import Prompter, PromptTemplate
 from rstar_math.search.config import SearchConfig
 
@@ -136,13 +137,7 @@ class SolverSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SolverSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown solver key(s): {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(known))}"
-            )
+        check_keys(cls, data, "solver")
         return cls(**data)
 
     def replace(self, **changes: Any) -> SolverSpec:

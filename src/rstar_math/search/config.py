@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rstar_math._config import check_keys
 from rstar_math.format import STOP_MARKERS
 
 __all__ = ["SearchConfig"]
@@ -148,13 +149,7 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
         """Build from a mapping (e.g. a YAML file); unknown keys are an error naming the key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown SearchConfig key(s): {', '.join(unknown)}; "
-                f"valid keys are: {', '.join(sorted(known))}"
-            )
+        check_keys(cls, data, "SearchConfig")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from rstar_math._config import check_keys
+
 __all__ = [
     "PPMTrainingConfig",
     "SFTTrainingConfig",
@@ -71,13 +73,7 @@ def load_config(
     else:
         raise TypeError(f"cannot build {cls.__name__} from a {type(source).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} key(s): {', '.join(map(repr, unknown))}; "
-            f"valid keys are: {', '.join(sorted(fields))}"
-        )
+    check_keys(cls, data, cls.__name__)
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(k, v, hints.get(k, Any), cls.__name__) for k, v in data.items()}
     return cls(**kwargs)

@@ -86,9 +86,14 @@ def test_two_rounds_end_to_end(tmp_path: Path, base_policy: Path) -> None:
     problems = tmp_path / "problems.jsonl"
     problems_jsonl(problems, n=4)
     config = EvolutionConfig.from_dict(evolve_config(problems, base_policy))
-    manifest = EvolutionRunner(config, tmp_path / "run").run()
+    runner = EvolutionRunner(config, tmp_path / "run")
+    assert runner.final_policy() == str(base_policy) and runner.final_ppm() is None
+    manifest = runner.run()
 
     run = tmp_path / "run"
+    # what a run ships: the last round's policy and PPM
+    assert runner.final_policy() == str(run / "round_2" / "policy" / "final")
+    assert runner.final_ppm() == str(run / "round_2" / "ppm" / "final")
     on_disk = json.loads((run / "manifest.json").read_text())
     assert on_disk["rounds"].keys() == manifest["rounds"].keys() == {"round_1", "round_2"}
     for name in ("round_1", "round_2"):

@@ -63,7 +63,6 @@ def _solver_spec(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     from rstar_math.search.config import SearchConfig
 
     data = dict(config)
-    search = SearchConfig.from_dict({**data.pop("search", {}), **_search_overrides(args)})
     if getattr(args, "policy", None):
         data["policy"] = args.policy
     if getattr(args, "ppm", None):
@@ -72,20 +71,49 @@ def _solver_spec(args: argparse.Namespace, config: dict[str, Any]) -> Any:
         data["backend"] = args.backend
     if getattr(args, "device", None):
         data["device"] = args.device
-    if "policy" not in data:
-        from rstar_math.models.builtin import builtin_paths
+    search_base: dict[str, Any] = {}
+    builtin = "policy" not in data
+    if builtin:
+        from rstar_math.models.builtin import builtin_paths, default_search_config
 
         paths = builtin_paths()
         if paths is None:
-            raise UsageError("no --policy given and no built-in model is installed")
+            raise UsageError(
+                "no --policy given and the built-in model is not installed: pass --policy "
+                "(and --ppm), or rebuild it with `python scripts/build_miniature.py`"
+            )
         data["policy"], default_ppm = paths
         data.setdefault("ppm", default_ppm)
+        # the search the built-in model was tuned for (a file's or a flag's fields still win)
+        search_base = default_search_config().to_dict()
+    search = SearchConfig.from_dict(
+        {**search_base, **data.pop("search", {}), **_search_overrides(args)}
+    )
+    _set_threads(getattr(args, "threads", None), tiny_model=builtin)
     policy = data["policy"]
     if data.get("backend", "hf") in ("hf", "vllm") and not Path(policy).exists():
         raise UsageError(f"policy model not found: {policy} (give a model directory)")
     if data.get("ppm") and ":" not in str(data["ppm"]) and not Path(data["ppm"]).exists():
         raise UsageError(f"PPM not found: {data['ppm']} (give a PPM directory saved by train-ppm)")
     return SolverSpec.from_dict({**data, "search": search})
+
+
+def _set_threads(threads: int | None, *, tiny_model: bool) -> None:
+    """torch intra-op threads: ``--threads``, else 1 for the built-in model.
+
+    A model of about a million parameters runs several times faster on one thread than on
+    several: its matrices are too small to split, and OpenMP's spin-waiting competes with the
+    sandbox workers for the cores.
+    """
+    if threads is None and not tiny_model:
+        return
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads or 1)
 
 
 def _add_search_flags(p: argparse.ArgumentParser) -> None:
@@ -103,6 +131,11 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--selection", choices=("best", "majority", "weighted_majority"), help="answer selection"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: 1 with the built-in model, else torch's default)",
     )
 
 

@@ -229,6 +229,18 @@ class EvolutionRunner:
                 return trained
         return None
 
+    def final_policy(self) -> str:
+        """The latest policy any round trained (the base policy when none trained one)."""
+        for index in range(len(self.config.rounds) - 1, -1, -1):
+            trained = self._trained(index, "train_sft")
+            if trained:
+                return trained
+        return self.config.base_policy
+
+    def final_ppm(self) -> str | None:
+        """The latest PPM any round trained, or None."""
+        return self.ppm_of(len(self.config.rounds))
+
     def spec_of(self, index: int, search: SearchConfig | None = None) -> SolverSpec:
         rnd = self.config.rounds[index]
         cfg = self.config

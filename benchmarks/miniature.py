@@ -1,0 +1,375 @@
+"""The built-in miniature model on its synthetic domain: does the rStar-Math method work?
+
+Measures, on the validation split (levels 1-3, the training distribution) and the held-out hard
+split (6-7 reasoning steps, more than any training problem):
+
+* accuracy of the final policy with greedy decoding, majority@8 and best-of-8 by PPM (8 sampled
+  trajectories), step-level beam search with the PPM, MCTS without the PPM (answer by majority
+  vote over its trajectories) and MCTS with the PPM (answer with the highest PPM value), with the
+  generated step candidates and tokens per problem of each, so the search budgets can be compared;
+* each self-evolution round's policy on validation: greedy and MCTS without a PPM;
+* the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
+  problems (never trained on), for every round's PPM;
+* seconds and generated tokens per problem, and the rebuild time from ``build.json``.
+
+Targets (issue 7): MCTS+PPM beats greedy by >= 25 points and majority@8 by >= 10 points on hard;
+each round's policy >= the previous one on validation (greedy and MCTS); PPM pair accuracy
+>= 85%; full rebuild < 2 h.
+
+Run (after ``python scripts/build_miniature.py``)::
+
+    python benchmarks/miniature.py                       # 100 val + 100 hard problems
+    python benchmarks/miniature.py --n 30 --no-write     # quick look, nothing appended
+
+The measurements run as independent jobs on ``--jobs`` worker processes (default 2, one torch
+thread each), so the seconds per problem are those of a machine that is running two searches at
+once. Results are appended to ``docs/benchmarks.md`` and written as JSON to
+``RUN/benchmark.json`` (``RUN`` = ``--run-dir``, default ``build/miniature``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import append_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Search budgets. Sampling methods draw 8 full trajectories; beam search keeps 2 beams that
+#: each sample 4 steps per depth (8 candidates per depth); MCTS runs 8 rollouts that sample 4
+#: candidates per expansion (a rollout only expands the leaves it reaches, so it generates about
+#: as many step candidates per problem as 8 independent trajectories; the table reports them).
+METHODS: dict[str, dict[str, Any]] = {
+    "greedy": {"algorithm": "greedy"},
+    "majority@8": {"algorithm": "best_of_n", "num_samples": 8, "answer_selection": "majority"},
+    "best-of-8 (PPM)": {"algorithm": "best_of_n", "num_samples": 8, "answer_selection": "best"},
+    "beam (PPM)": {
+        "algorithm": "beam",
+        "beam_width": 2,
+        "beam_expand": 4,
+        "answer_selection": "best",
+    },
+    # Without a PPM (and, at test time, without a reference) every terminal is worth 0, so UCT
+    # must try unvisited children first or it would keep re-selecting its first path.
+    "MCTS": {
+        "algorithm": "mcts",
+        "num_rollouts": 8,
+        "num_candidates": 4,
+        "unvisited": "inf",
+        "answer_selection": "majority",
+    },
+    "MCTS + PPM": {
+        "algorithm": "mcts",
+        "num_rollouts": 8,
+        "num_candidates": 4,
+        "answer_selection": "best",
+    },
+}
+USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM"}
+COMMON = {"temperature": 1.0, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
+
+
+def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
+    path = run / "data" / f"{name}.jsonl"
+    if path.exists():
+        rows = [json.loads(line) for line in path.open() if line.strip()]
+    else:  # no run dir: regenerate the same seeded split
+        from rstar_math.data.synthetic import make_splits
+
+        rows = [p.to_dict() for p in make_splits(0, 10, 300, 300)[name]]
+    return rows[:n]
+
+
+def evaluate_method(
+    generator: Any,
+    scorer: Any,
+    executor: Any,
+    problems: list[dict[str, Any]],
+    search: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    from rstar_math import MCTSSolver, SearchConfig
+    from rstar_math.grading import is_equivalent
+
+    config = SearchConfig.from_dict({**COMMON, **search, "seed": seed})
+    solver = MCTSSolver(generator, scorer=scorer, executor=executor, config=config)
+    t0 = time.perf_counter()
+    results = solver.solve_batch([p["question"] for p in problems])
+    seconds = time.perf_counter() - t0
+    correct = any_correct = 0
+    tokens = candidates = 0
+    for r, p in zip(results, problems):
+        ok = r.answer is not None and is_equivalent(r.answer, p["answer"])
+        correct += ok
+        any_correct += any(
+            t.answer is not None and is_equivalent(t.answer, p["answer"]) for t in r.trajectories
+        )
+        tokens += r.stats.get("generated_tokens", 0)
+        candidates += r.stats.get("candidates", 0)
+    n = len(problems)
+    batch = results[0].stats.get("batch", {}) if results else {}
+    return {
+        "accuracy": correct / n,
+        "pass_any": any_correct / n,
+        "candidates_per_problem": candidates / n,
+        "tokens_per_problem": tokens / n,
+        "seconds_per_problem": seconds / n,
+        "time_generate_s": batch.get("time_generate_s"),
+        "time_execute_s": batch.get("time_execute_s"),
+        "time_score_s": batch.get("time_score_s"),
+        "n": n,
+    }
+
+
+def round_models(run: Path) -> list[tuple[str, str, str | None]]:
+    """(name, policy dir, ppm dir or None) of every round, from the run directory."""
+    out: list[tuple[str, str, str | None]] = []
+    r1 = run / "sft_r1" / "final"
+    if r1.exists():
+        out.append(("round 1 (SFT on teacher solutions)", str(r1), None))
+    manifest = run / "evolution" / "manifest.json"
+    if manifest.exists():
+        rounds = json.loads(manifest.read_text())["rounds"]
+        for key in sorted(rounds, key=lambda k: int(k.split("_")[1])):
+            stages = rounds[key]["stages"]
+            policy = stages.get("train_sft", {}).get("model_dir")
+            ppm = stages.get("train_ppm", {}).get("model_dir")
+            number = int(key.split("_")[1]) + 1
+            kind = "terminal-guided MCTS" if rounds[key].get("ppm_used") is None else "PPM-MCTS"
+            if policy:
+                out.append((f"round {number} ({kind})", policy, ppm))
+    return out
+
+
+def pair_accuracy(
+    policy: str,
+    ppms: list[tuple[str, str]],
+    executor: Any,
+    problems: list[dict[str, Any]],
+    seed: int,
+) -> dict[str, Any]:
+    """Pairs from terminal-guided MCTS trees of held-out problems, scored by each PPM."""
+    from rstar_math import MCTSSolver, SearchConfig
+    from rstar_math.generators import HFGenerator
+    from rstar_math.scorers import PPMModel
+    from rstar_math.training import evaluate_pairs, extract_pairs
+
+    generator = HFGenerator(policy, device="cpu", max_batch_size=256, seed=seed)
+    config = SearchConfig.from_dict({**COMMON, **METHODS["MCTS"], "seed": seed + 1})
+    solver = MCTSSolver(generator, executor=executor, config=config)
+    results = solver.solve_batch([p["question"] for p in problems], [p["answer"] for p in problems])
+    pairs = [pair for r in results for pair in extract_pairs(r.tree)]
+    out: dict[str, Any] = {"pairs": len(pairs), "problems": len(problems)}
+    for name, ppm_dir in ppms:
+        model = PPMModel.from_pretrained(ppm_dir, dtype="float32")
+        out[name] = evaluate_pairs(model, pairs) if pairs else None
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One unit of the benchmark, in its own process: a method on a split, a round's policy on
+    validation, or the pair accuracy of every PPM. Returns ``{"key": ..., "result": ...}``."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.generators import HFGenerator
+    from rstar_math.scorers import PPMScorer
+
+    seed = job["seed"]
+    executor = SandboxExecutor()
+    try:
+        if job["kind"] == "pairs":
+            result: Any = pair_accuracy(job["policy"], job["ppms"], executor, job["problems"], seed)
+        else:
+            generator = HFGenerator(job["policy"], device="cpu", max_batch_size=256, seed=seed)
+            scorer = None
+            if job.get("ppm"):
+                scorer = PPMScorer.from_pretrained(job["ppm"], device="cpu", batch_size=32)
+            result = evaluate_method(
+                generator, scorer, executor, job["problems"], job["search"], seed
+            )
+    finally:
+        executor.close()
+    return {"key": job["key"], "result": result}
+
+
+def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
+    splits = {name: load_split(run, name, args.n) for name in ("val", "hard")}
+    base = {"threads": args.threads, "seed": args.seed}
+    jobs: list[dict[str, Any]] = []
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        if method not in METHODS:
+            raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        for split, problems in splits.items():
+            jobs.append({
+                **base, "kind": "method", "key": ["methods", f"{split}/{method}"],
+                "policy": policy, "ppm": ppm if method in USES_PPM else None,
+                "search": METHODS[method], "problems": problems,
+            })  # fmt: skip
+    models = round_models(run)
+    if not args.skip_rounds:
+        val = splits["val"][: args.n_rounds or args.n]
+        for i, (name, pol, _ppm) in enumerate(models):
+            for method, label in (("greedy", "greedy"), ("MCTS", "mcts")):
+                jobs.append({
+                    **base, "kind": "method", "key": ["rounds", i, label], "round": name,
+                    "policy": pol, "search": METHODS[method], "problems": val,
+                })  # fmt: skip
+    if not args.skip_pairs:
+        ppms = [(name, p) for name, _pol, p in models if p] or [("shipped", ppm)]
+        jobs.append({
+            **base, "kind": "pairs", "key": ["pairs"], "policy": policy, "ppms": ppms,
+            "problems": splits["val"],
+        })  # fmt: skip
+    # the longest first, so the workers finish together
+    weight = {"mcts": 8, "beam": 6, "best_of_n": 5, "greedy": 1}
+    jobs.sort(key=lambda j: -(10 if j["kind"] == "pairs" else weight[j["search"]["algorithm"]]))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run-dir", default=str(REPO / "build" / "miniature"))
+    ap.add_argument("--n", type=int, default=100, help="problems per split")
+    ap.add_argument("--n-rounds", type=int, default=None, help="val problems for the round table")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--skip-rounds", action="store_true")
+    ap.add_argument("--skip-pairs", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    args = ap.parse_args(argv)
+
+    from rstar_math.models.builtin import builtin_paths
+
+    run = Path(args.run_dir)
+    paths = builtin_paths()
+    if paths is None:
+        print("no built-in model installed: run scripts/build_miniature.py first", file=sys.stderr)
+        return 1
+    policy_dir, ppm_dir = paths
+    jobs = plan_jobs(args, run, policy_dir, ppm_dir)
+    out: dict[str, Any] = {"policy": policy_dir, "ppm": ppm_dir, "n": args.n, "jobs": args.jobs}
+    out["methods"], out["rounds"] = (
+        {},
+        [{"round": name, "policy": pol} for name, pol, _ in round_models(run)]
+        if not args.skip_rounds
+        else [],
+    )
+    t0 = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
+            done = future.result()
+            key, result = done["key"], done["result"]
+            if key[0] == "methods":
+                out["methods"][key[1]] = result
+            elif key[0] == "rounds":
+                out["rounds"][key[1]][key[2]] = result
+            else:
+                out["pairs"] = result
+            print(f"{key}: {json.dumps(result, default=str)}", flush=True)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
+
+    build = run / "build.json"
+    if build.exists():
+        out["build"] = json.loads(build.read_text())
+    if run.exists():
+        (run / "benchmark.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    body = render(out)
+    print(body)
+    if not args.no_write:
+        append_section("Miniature model (issue 7)", body)
+    return 0
+
+
+def render(out: dict[str, Any]) -> str:
+    lines = [
+        f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
+        f"{out['n']} held-out hard (6-7 steps) problems; sampling at temperature "
+        f"{COMMON['temperature']}; `python benchmarks/miniature.py` ({out.get('jobs', 1)} "
+        f"searches at a time, {out.get('wall_seconds', 0) / 60:.1f} min in all).",
+        "",
+        "| method | val acc | hard acc | hard: any trajectory correct | step candidates / "
+        "problem (hard) | tokens / problem (hard) | s / problem (val, hard) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    table = out.get("methods", {})
+    for method in METHODS:
+        v, h = table.get(f"val/{method}"), table.get(f"hard/{method}")
+        if v is None or h is None:
+            continue
+        lines.append(
+            f"| {method} | {pct(v['accuracy'])} | {pct(h['accuracy'])} | {pct(h['pass_any'])} | "
+            f"{h['candidates_per_problem']:.0f} | {h['tokens_per_problem']:.0f} | "
+            f"{v['seconds_per_problem']:.2f}, {h['seconds_per_problem']:.2f} |"
+        )
+    if table.get("hard/MCTS + PPM") and table.get("hard/greedy") and table.get("hard/majority@8"):
+        m = table["hard/MCTS + PPM"]["accuracy"]
+        lines += [
+            "",
+            f"On hard, MCTS + PPM - greedy = {100 * (m - table['hard/greedy']['accuracy']):+.1f} "
+            f"points (target >= +25); MCTS + PPM - majority@8 = "
+            f"{100 * (m - table['hard/majority@8']['accuracy']):+.1f} points (target >= +10).",
+        ]
+    if out.get("rounds"):
+        lines += [
+            "",
+            "| round | policy greedy (val) | policy MCTS, majority (val) |",
+            "| --- | --- | --- |",
+        ]
+        for r in out["rounds"]:
+            lines.append(
+                f"| {r['round']} | {pct(r['greedy']['accuracy'])} | {pct(r['mcts']['accuracy'])} |"
+            )
+    pairs = out.get("pairs")
+    if pairs:
+        lines += [
+            "",
+            f"PPM pair accuracy on {pairs['pairs']} preference pairs extracted from "
+            f"terminal-guided MCTS trees of {pairs['problems']} validation problems (held out "
+            "from training):",
+            "",
+            "| PPM | pair accuracy | strict (ties count wrong) |",
+            "| --- | --- | --- |",
+        ]
+        for name, res in pairs.items():
+            if isinstance(res, dict):
+                lines.append(f"| {name} | {pct(res['accuracy'])} | {pct(res['strict_accuracy'])} |")
+    build = out.get("build")
+    if build:
+        stages = build.get("stages", {})
+        parts = ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in stages.items())
+        total = sum(v["seconds"] for v in stages.values())
+        lines += ["", f"Rebuild (`scripts/build_miniature.py`): {total / 60:.1f} min ({parts})."]
+        evo = stages.get("evolve", {}).get("rounds", {})
+        for key, st in sorted(evo.items()):
+            gen = st.get("generate", {})
+            lines.append(
+                f"- evolution {key}: {gen.get('solved')}/{gen.get('problems')} problems solved, "
+                f"{st.get('extract', {}).get('sft_records')} SFT records, "
+                f"{st.get('extract', {}).get('pairs')} pair records, generation "
+                f"{gen.get('seconds', 0) / 60:.1f} min, PPM training-split accuracy "
+                f"{pct(st.get('train_ppm', {}).get('final_accuracy'))}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

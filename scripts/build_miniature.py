@@ -1,0 +1,457 @@
+#!/usr/bin/env python
+"""Rebuild the built-in miniature model (policy + PPM) from scratch on a CPU.
+
+One command, resumable (every stage is recorded in ``RUN/build.json`` and skipped when done; the
+trainers continue from their last checkpoint, tree generation from the last finished problem)::
+
+    python scripts/build_miniature.py                    # RUN = build/miniature, then install
+    python scripts/build_miniature.py --run-dir /tmp/m   # elsewhere
+    python scripts/build_miniature.py --no-install       # build only, do not touch the package
+    python scripts/build_miniature.py --recipe small.json  # override parts of RECIPE (deep merge)
+
+What it does: rStar-Math's pipeline in miniature, with the library's own parts only.
+
+1. ``data``: seeded synthetic splits (:func:`rstar_math.data.synthetic.make_splits`): teacher
+   solutions of training problems (levels 1-3: 1-5 reasoning steps) for round 1, a disjoint pool
+   of training problems for self-evolution, the validation split and the held-out ``hard`` split
+   (6-7 steps, never trained on), written as JSONL under ``RUN/data``.
+2. ``init``: a byte-level BPE tokenizer (the format's step markers as special tokens) and a
+   randomly initialised tiny Qwen2 (:mod:`rstar_math.models.tiny`).
+3. ``sft_r1`` (round 1, the bootstrap): :func:`rstar_math.training.train_sft` on the teacher
+   solutions. The teacher plays the role of the paper's few-shot-prompted bootstrap model.
+4. ``evolve``: :class:`rstar_math.evolution.EvolutionRunner` runs the further rounds on the
+   self-evolution pool: round 2 = terminal-guided MCTS with the round-1 policy -> SFT on its top-2
+   correct trajectories per problem + PPM trained on its preference pairs; round 3 = MCTS guided
+   by that PPM with the round-2 policy -> SFT + PPM again.
+5. ``install``: copies the final policy and PPM (safetensors, config, tokenizer) into
+   ``src/rstar_math/models/miniature/{policy,ppm}`` (with ``build_info.json``).
+
+Timings of every stage go to ``RUN/build.json`` (and the log). Torch runs with one intra-op
+thread by default (``--threads``): for models this small, more threads are slower on a 2-core
+machine that is doing anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = REPO / "src" / "rstar_math" / "models" / "miniature"
+
+logger = logging.getLogger("build_miniature")
+
+#: The recipe. Everything that shapes the shipped model is here (and recorded in build.json).
+RECIPE: dict[str, Any] = {
+    "seed": 0,
+    # data
+    "train_levels": ["level1", "level2", "level3"],
+    "n_sft": 28000,  # teacher solutions for round 1
+    "n_evolve": 300,  # self-evolution pool (disjoint from the round-1 problems)
+    "evolve_levels": ["level1", "level2", "level3"],
+    "n_val": 300,
+    "n_hard": 300,
+    # tokenizer + model
+    "tokenizer_corpus": 2000,
+    "vocab_size": 512,
+    "model": {
+        "arch": "qwen2",
+        "hidden_size": 128,
+        "num_layers": 4,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "intermediate_size": 384,
+        "max_position_embeddings": 1024,
+    },
+    # round 1: SFT on teacher solutions
+    "sft_r1": {
+        "learning_rate": 3e-3,
+        "num_epochs": 1.0,
+        "batch_size": 8,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.05,
+        "weight_decay": 0.01,
+        "max_length": 1024,
+        "packing": False,
+        "save_every": 100,
+        "log_every": 50,
+    },
+    # rounds 2-3: self-evolution
+    "search": {
+        "algorithm": "mcts",
+        "num_rollouts": 8,
+        "num_candidates": 4,
+        "temperature": 0.7,
+        "c_puct": 2.0,
+        "max_depth": 12,
+        "max_step_tokens": 160,
+    },
+    "round_sft": {
+        "learning_rate": 5e-4,
+        "num_epochs": 2.0,
+        "batch_size": 8,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.05,
+        "max_length": 1024,
+        "save_every": 100,
+        "log_every": 20,
+    },
+    "round_ppm": {
+        "learning_rate": 1e-3,
+        "num_epochs": 4.0,
+        "batch_size": 8,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.05,
+        "max_length": 1024,
+        "eval_fraction": 0.1,
+        "eval_every": 0,
+        "save_every": 200,
+        "log_every": 20,
+    },
+    "chunk_size": 100,
+    "generator_max_batch_size": 400,
+}
+
+STAGES = ("data", "init", "sft_r1", "evolve", "install")
+#: Files copied into the package (whatever of them the checkpoint has).
+SHIP_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "ppm_config.json",
+)
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+class Build:
+    """``RUN/build.json``: the recipe, finished stages and their timings.
+
+    A stage's ``seconds`` count every invocation that worked on it: the time spent so far is
+    written to ``build.json`` every ``HEARTBEAT_S`` seconds (``running``), so a build that is
+    killed and resumed still reports its true total.
+    """
+
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, run_dir: Path, recipe: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "build.json"
+        if self.path.exists():
+            self.state = json.loads(self.path.read_text())
+            if self.state.get("recipe") != json.loads(json.dumps(recipe)):
+                logger.warning("the recipe differs from the one this run started with")
+        else:
+            self.state = {"recipe": recipe, "stages": {}, "started": time.time()}
+        self.state["recipe"] = recipe
+        self._lock = threading.Lock()
+        self.save()
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state["stages"]
+
+    def run(self, stage: str, work: Any) -> None:
+        """Run ``work()`` (returning the stage's info) and record the stage as finished."""
+        running = self.state.get("running") or {}
+        before = float(running.get("seconds", 0.0)) if running.get("stage") == stage else 0.0
+        invocations = int(running.get("invocations", 0)) + 1 if before else 1
+        t0 = time.perf_counter()
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.HEARTBEAT_S):
+                with self._lock:
+                    self.state["running"] = {
+                        "stage": stage,
+                        "seconds": round(before + time.perf_counter() - t0, 1),
+                        "invocations": invocations,
+                    }
+                    self.save()
+
+        thread = threading.Thread(target=heartbeat, name="build-heartbeat", daemon=True)
+        thread.start()
+        try:
+            info = work()
+        finally:
+            stop.set()
+            thread.join()
+        seconds = before + time.perf_counter() - t0
+        with self._lock:
+            self.state.pop("running", None)
+            self.state["stages"][stage] = {
+                "seconds": round(seconds, 1),
+                "invocations": invocations,
+                **info,
+            }
+            self.save()
+        logger.info("stage %s done in %.1f s (%d invocation(s))", stage, seconds, invocations)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+
+def merge_recipe(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively; unknown keys are an error."""
+    out = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise SystemExit(f"--recipe: unknown key {where}{key!r} (known: {known})")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = merge_recipe(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
+    from rstar_math.data.synthetic import make_splits
+
+    levels = list(r["train_levels"])
+    # make_splits cycles through the levels; ask for enough to fill both pools
+    n_train = r["n_sft"] + 3 * r["n_evolve"] * len(levels) // max(1, len(r["evolve_levels"]))
+    splits = make_splits(r["seed"], n_train=n_train, n_val=r["n_val"], n_hard=r["n_hard"])
+    train = splits["train"]
+    sft, rest = train[: r["n_sft"]], train[r["n_sft"] :]
+    evolve = [p for p in rest if p.level in r["evolve_levels"]][: r["n_evolve"]]
+    if len(evolve) < r["n_evolve"]:
+        raise RuntimeError(f"only {len(evolve)} self-evolution problems, wanted {r['n_evolve']}")
+    data = run / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(
+        data / "sft_r1.jsonl", [{"question": p.question, "response": p.solution} for p in sft]
+    )
+    _write_jsonl(
+        data / "evolve.jsonl",
+        [
+            {"id": f"evolve-{i}", "question": p.question, "answer": p.answer}
+            for i, p in enumerate(evolve)
+        ],
+    )
+    for name in ("val", "hard"):
+        _write_jsonl(data / f"{name}.jsonl", [p.to_dict() for p in splits[name]])
+    return {
+        "sft": len(sft),
+        "evolve": len(evolve),
+        "val": len(splits["val"]),
+        "hard": len(splits["hard"]),
+    }
+
+
+def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
+    from rstar_math.data.synthetic import corpus
+    from rstar_math.models.tiny import build_tiny_model, build_tiny_tokenizer, save_tiny_model
+
+    # the tokenizer corpus is its own seeded sample of training-level problems
+    tok = build_tiny_tokenizer(
+        corpus(r["tokenizer_corpus"], seed=r["seed"] + 1000, levels=r["train_levels"]),
+        vocab_size=r["vocab_size"],
+    )
+    model = build_tiny_model(tok, seed=r["seed"], **r["model"])
+    save_tiny_model(model, tok, run / "init")
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tok)}
+
+
+def stage_sft_r1(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
+    from rstar_math.training import SFTRecord, SFTTrainingConfig, train_sft
+
+    records = [
+        SFTRecord(question=d["question"], response=d["response"])
+        for d in _read_jsonl(run / "data" / "sft_r1.jsonl")
+    ]
+    cfg = SFTTrainingConfig.from_dict(
+        {
+            **r["sft_r1"],
+            "output_dir": str(run / "sft_r1"),
+            "device": "cpu",
+            "seed": r["seed"],
+            "progress": progress,
+            "resume": True,
+        }
+    )
+    result = train_sft(str(run / "init"), records, cfg)
+    last = result.train_history[-1]["loss"] if result.train_history else None
+    return {"model_dir": str(result.model_dir), "steps": result.global_step, "final_loss": last}
+
+
+def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
+    from rstar_math.evolution import EvolutionConfig, RoundConfig
+
+    policy_r1 = str(run / "sft_r1" / "final")
+    search = dict(r["search"])
+    sft = {**r["round_sft"], "device": "cpu"}
+    ppm = {**r["round_ppm"], "device": "cpu"}
+    rounds = [
+        # round 2: terminal-guided MCTS with the round-1 policy
+        RoundConfig(
+            search=search,
+            policy=policy_r1,
+            use_ppm=False,
+            sft_from="policy",
+            sft=dict(sft),
+            ppm=dict(ppm),
+        ),
+        # round 3: MCTS guided by the round-2 PPM, with the round-2 policy
+        RoundConfig(
+            search=search,
+            policy=None,
+            use_ppm=True,
+            sft_from="policy",
+            sft=dict(sft),
+            ppm=dict(ppm),
+        ),
+    ]
+    return EvolutionConfig(
+        problems=str(run / "data" / "evolve.jsonl"),
+        base_policy=policy_r1,
+        rounds=rounds,
+        backend="hf",
+        device="cpu",
+        chunk_size=r["chunk_size"],
+        seed=r["seed"],
+        generator_kwargs={"max_batch_size": r["generator_max_batch_size"], "seed": r["seed"]},
+        show_progress=progress,
+    )
+
+
+def stage_evolve(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
+    from rstar_math.evolution import EvolutionRunner
+
+    runner = EvolutionRunner(evolution_config(run, r, progress), run / "evolution")
+    manifest = runner.run()
+    rounds = manifest["rounds"]
+    ppm = runner.final_ppm()
+    if ppm is None:
+        raise RuntimeError("no round produced preference pairs, so there is no PPM to ship")
+    return {
+        "rounds": {
+            name: {
+                stage: {k: v for k, v in info.items() if k != "finished"}
+                for stage, info in state["stages"].items()
+            }
+            for name, state in rounds.items()
+        },
+        "policy": runner.final_policy(),
+        "ppm": ppm,
+    }
+
+
+def final_models(build: Build) -> tuple[str, str]:
+    info = build.state["stages"]["evolve"]
+    return info["policy"], info["ppm"]
+
+
+def stage_install(build: Build, dest: Path) -> dict[str, Any]:
+    policy, ppm = final_models(build)
+    sizes = {}
+    for name, src in (("policy", Path(policy)), ("ppm", Path(ppm))):
+        out = dest / name
+        tmp = dest / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in SHIP_FILES:
+            if (src / f).is_file():
+                shutil.copy2(src / f, tmp / f)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        sizes[name] = sum(p.stat().st_size for p in out.iterdir())
+    info = {
+        "recipe": build.state["recipe"],
+        "stages": {k: v for k, v in build.state["stages"].items() if k != "install"},
+        "bytes": sizes,
+    }
+    (dest / "build_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    total = sum(sizes.values())
+    if total > 20 * 1024**2:
+        raise RuntimeError(f"the miniature model is {total / 1024**2:.1f} MB; the limit is 20 MB")
+    return {"bytes": sizes, "dest": str(dest)}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--run-dir", default=str(REPO / "build" / "miniature"))
+    ap.add_argument("--install-dir", default=str(PACKAGE_DIR))
+    ap.add_argument("--no-install", action="store_true", help="build only")
+    ap.add_argument("--recipe", help="JSON file of RECIPE overrides (merged key by key)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--until", choices=STAGES, help="stop after this stage")
+    ap.add_argument("--progress", action="store_true", help="show progress bars")
+    args = ap.parse_args(argv)
+
+    recipe = RECIPE
+    if args.recipe:
+        recipe = merge_recipe(RECIPE, json.loads(Path(args.recipe).read_text()))
+    run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(run / "build.log")],
+    )
+    import torch
+
+    torch.set_num_threads(args.threads)
+    build = Build(run, recipe)
+    work = {
+        "data": lambda: stage_data(run, recipe),
+        "init": lambda: stage_init(run, recipe),
+        "sft_r1": lambda: stage_sft_r1(run, recipe, args.progress),
+        "evolve": lambda: stage_evolve(run, recipe, args.progress),
+        "install": lambda: stage_install(build, Path(args.install_dir)),
+    }
+    t_start = time.perf_counter()
+    for stage in STAGES:
+        if stage == "install" and args.no_install:
+            break
+        if not build.done(stage):
+            logger.info("stage %s ...", stage)
+            build.run(stage, work[stage])
+        if stage == args.until:
+            break
+    total = sum(s["seconds"] for s in build.state["stages"].values())
+    build.state["total_seconds"] = round(total, 1)
+    build.save()
+    logger.info(
+        "done: %.1f min of stage time in all (%.1f min this invocation)",
+        total / 60,
+        (time.perf_counter() - t_start) / 60,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

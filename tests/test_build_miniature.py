@@ -1,0 +1,125 @@
+"""``scripts/build_miniature.py``: the one command that rebuilds the built-in model.
+
+The real recipe takes over an hour, so these tests run the script's own stages on a recipe scaled
+down to seconds (same code path, smaller numbers): data, tokenizer + model, round-1 SFT, resuming,
+the evolution config it hands to :class:`~rstar_math.evolution.EvolutionRunner`, and installing a
+policy + PPM where :func:`rstar_math.models.builtin.builtin_paths` finds them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "build_miniature.py"
+
+#: The real recipe's shape at a few seconds' scale.
+SMALL = {
+    "n_sft": 24,
+    "n_evolve": 3,
+    "n_val": 3,
+    "n_hard": 2,
+    "tokenizer_corpus": 60,
+    "vocab_size": 320,
+    "model": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+        "max_position_embeddings": 1024,
+    },
+    "sft_r1": {"batch_size": 4, "save_every": 2, "log_every": 1},
+}
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_miniature", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+def test_recipe_overrides_merge_and_reject_unknown_keys() -> None:
+    build = _script()
+    merged = build.merge_recipe(build.RECIPE, {"n_sft": 5, "model": {"hidden_size": 16}})
+    assert merged["n_sft"] == 5 and merged["model"]["hidden_size"] == 16
+    assert merged["model"]["num_layers"] == build.RECIPE["model"]["num_layers"]
+    assert build.RECIPE["n_sft"] != 5  # the module's recipe is left alone
+    with pytest.raises(SystemExit, match=r"unknown key model\.'hidden'"):
+        build.merge_recipe(build.RECIPE, {"model": {"hidden": 16}})
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_build_stages_resume_and_install(tmp_path: Path) -> None:
+    build = _script()
+    run, install = tmp_path / "run", tmp_path / "installed"
+    recipe_file = tmp_path / "small.json"
+    recipe_file.write_text(json.dumps(SMALL))
+    args = ("--run-dir", str(run), "--recipe", str(recipe_file), "--install-dir", str(install))
+
+    done = _run(*args, "--until", "sft_r1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((run / "build.json").read_text())
+    assert list(state["stages"]) == ["data", "init", "sft_r1"]
+    assert state["recipe"]["n_sft"] == 24 and "running" not in state
+    assert state["stages"]["data"]["sft"] == 24 and state["stages"]["data"]["hard"] == 2
+    for name in ("sft_r1", "evolve", "val", "hard"):
+        assert (run / "data" / f"{name}.jsonl").is_file()
+    assert (run / "sft_r1" / "final" / "model.safetensors").is_file()
+    assert state["stages"]["sft_r1"]["steps"] == 6  # 24 records, batch 4, one epoch
+    assert all(s["seconds"] > 0 and s["invocations"] == 1 for s in state["stages"].values())
+
+    # a second invocation finds every stage done and redoes none of them
+    before = (run / "sft_r1" / "final" / "model.safetensors").read_bytes()
+    again = _run(*args, "--until", "sft_r1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "build.json").read_text())["stages"] == state["stages"]
+    assert (run / "sft_r1" / "final" / "model.safetensors").read_bytes() == before
+
+    # the rounds it asks the evolution runner for: terminal-guided, then PPM-guided
+    recipe = build.merge_recipe(build.RECIPE, SMALL)
+    config = build.evolution_config(run, recipe, progress=False)
+    assert config.base_policy == str(run / "sft_r1" / "final")
+    assert [r.use_ppm for r in config.rounds] == [False, True]
+    assert config.rounds[0].policy == config.base_policy and config.rounds[1].policy is None
+
+    # installing copies a complete policy + PPM that the built-in loader accepts
+    from rstar_math.models import builtin
+    from rstar_math.scorers import PPMModel
+
+    policy = run / "sft_r1" / "final"
+    PPMModel.from_policy(str(policy)).save_pretrained(tmp_path / "ppm")
+    book = build.Build(run, recipe)
+    book.state["stages"]["evolve"] = {
+        "seconds": 1.0,
+        "policy": str(policy),
+        "ppm": str(tmp_path / "ppm"),
+    }
+    info = build.stage_install(book, install)
+    assert set(info["bytes"]) == {"policy", "ppm"}
+    assert not (install / "policy" / "trainer_state.json").exists()  # only what inference needs
+    shipped = json.loads((install / "build_info.json").read_text())
+    assert shipped["recipe"]["n_sft"] == 24 and "sft_r1" in shipped["stages"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(builtin.ENV_DIR, str(install))
+        assert builtin.builtin_paths() == (str(install / "policy"), str(install / "ppm"))

@@ -18,18 +18,22 @@ each round's policy >= the previous one on validation (greedy and MCTS); PPM pai
 
 Run (after ``python scripts/build_miniature.py``)::
 
-    python benchmarks/miniature.py                       # 100 val + 100 hard problems
+    python benchmarks/miniature.py                       # 100 val + 50 hard problems
     python benchmarks/miniature.py --n 30 --no-write     # quick look, nothing appended
 
 The measurements run as independent jobs on ``--jobs`` worker processes (default 2, one torch
 thread each), so the seconds per problem are those of a machine that is running two searches at
 once. Results are appended to ``docs/benchmarks.md`` and written as JSON to
-``RUN/benchmark.json`` (``RUN`` = ``--run-dir``, default ``build/miniature``).
+``RUN/benchmark.json`` (``RUN`` = ``--run-dir``, default ``build/miniature``); each job's result
+is cached in ``RUN/benchmark_cache`` under a hash of its models' weights, search and problems, so
+an interrupted benchmark resumes and a changed model is measured again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import multiprocessing
 import sys
@@ -75,7 +79,7 @@ METHODS: dict[str, dict[str, Any]] = {
     },
 }
 USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM"}
-COMMON = {"temperature": 1.0, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
+COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
 
 
 def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
@@ -204,11 +208,30 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             )
     finally:
         executor.close()
-    return {"key": job["key"], "result": result}
+    return {"key": job["key"], "id": job_id(job), "result": result}
+
+
+def job_id(job: dict[str, Any]) -> str:
+    """A job's identity for the cache: everything that determines its result."""
+    spec = {k: v for k, v in job.items() if k not in ("key", "threads", "round")}
+    for name in ("policy", "ppm"):  # the weights themselves, not only their path
+        if spec.get(name):
+            spec[name] = _digest(spec[name])
+    if "ppms" in spec:
+        spec["ppms"] = [(name, _digest(p)) for name, p in spec["ppms"]]
+    blob = json.dumps(spec, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _digest(model_dir: str) -> str:
+    weights = Path(model_dir) / "model.safetensors"
+    if not weights.is_file():
+        return model_dir
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
 
 
 def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
-    splits = {name: load_split(run, name, args.n) for name in ("val", "hard")}
+    splits = {"val": load_split(run, "val", args.n), "hard": load_split(run, "hard", args.n_hard)}
     base = {"threads": args.threads, "seed": args.seed}
     jobs: list[dict[str, Any]] = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -223,7 +246,7 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
             })  # fmt: skip
     models = round_models(run)
     if not args.skip_rounds:
-        val = splits["val"][: args.n_rounds or args.n]
+        val = splits["val"][: args.n_rounds]
         for i, (name, pol, _ppm) in enumerate(models):
             for method, label in (("greedy", "greedy"), ("MCTS", "mcts")):
                 jobs.append({
@@ -245,8 +268,9 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", default=str(REPO / "build" / "miniature"))
-    ap.add_argument("--n", type=int, default=100, help="problems per split")
-    ap.add_argument("--n-rounds", type=int, default=None, help="val problems for the round table")
+    ap.add_argument("--n", type=int, default=100, help="validation problems")
+    ap.add_argument("--n-hard", type=int, default=50, help="hard problems")
+    ap.add_argument("--n-rounds", type=int, default=50, help="val problems for the round table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
@@ -254,18 +278,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-rounds", action="store_true")
     ap.add_argument("--skip-pairs", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument("--no-cache", action="store_true", help="rerun jobs found in the cache")
     args = ap.parse_args(argv)
 
     from rstar_math.models.builtin import builtin_paths
 
     run = Path(args.run_dir)
     paths = builtin_paths()
-    if paths is None:
+    needs_model = bool(args.methods.strip()) or not args.skip_pairs
+    if paths is None and needs_model:
         print("no built-in model installed: run scripts/build_miniature.py first", file=sys.stderr)
         return 1
-    policy_dir, ppm_dir = paths
+    policy_dir, ppm_dir = paths or ("", "")
     jobs = plan_jobs(args, run, policy_dir, ppm_dir)
-    out: dict[str, Any] = {"policy": policy_dir, "ppm": ppm_dir, "n": args.n, "jobs": args.jobs}
+    out: dict[str, Any] = {
+        "policy": policy_dir,
+        "ppm": ppm_dir,
+        "n": args.n,
+        "n_hard": args.n_hard,
+        "jobs": args.jobs,
+    }
     out["methods"], out["rounds"] = (
         {},
         [{"round": name, "policy": pol} for name, pol, _ in round_models(run)]
@@ -273,10 +305,23 @@ def main(argv: list[str] | None = None) -> int:
         else [],
     )
     t0 = time.perf_counter()
+    cache = run / "benchmark_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    todo, finished = [], []
+    for job in jobs:
+        path = cache / f"{job_id(job)}.json"
+        if path.exists() and not args.no_cache:
+            finished.append(json.loads(path.read_text()))
+        else:
+            todo.append(job)
+    print(f"{len(todo)} jobs to run, {len(finished)} cached in {cache}", flush=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
-            done = future.result()
+        futures = [pool.submit(run_job, job) for job in todo]
+        for future in itertools.chain(finished, as_completed(futures)):
+            done = future if isinstance(future, dict) else future.result()
+            if not isinstance(future, dict):
+                (cache / f"{done['id']}.json").write_text(json.dumps(done, default=str))
             key, result = done["key"], done["result"]
             if key[0] == "methods":
                 out["methods"][key[1]] = result
@@ -302,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
-        f"{out['n']} held-out hard (6-7 steps) problems; sampling at temperature "
-        f"{COMMON['temperature']}; `python benchmarks/miniature.py` ({out.get('jobs', 1)} "
-        f"searches at a time, {out.get('wall_seconds', 0) / 60:.1f} min in all).",
+        f"{out.get('n_hard', out['n'])} held-out hard (6-7 steps) problems; sampling at "
+        f"temperature {COMMON['temperature']}; `python benchmarks/miniature.py` "
+        f"({out.get('jobs', 1)} searches at a time, {out.get('wall_seconds', 0) / 60:.1f} min "
+        "in all).",
         "",
         "| method | val acc | hard acc | hard: any trajectory correct | step candidates / "
         "problem (hard) | tokens / problem (hard) | s / problem (val, hard) |",

@@ -21,8 +21,9 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
    solutions. The teacher plays the role of the paper's few-shot-prompted bootstrap model.
 4. ``evolve``: :class:`rstar_math.evolution.EvolutionRunner` runs the further rounds on the
    self-evolution pool: round 2 = terminal-guided MCTS with the round-1 policy -> SFT on its top-2
-   correct trajectories per problem + PPM trained on its preference pairs; round 3 = MCTS guided
-   by that PPM with the round-2 policy -> SFT + PPM again.
+   correct trajectories per problem (mixed with a replay sample of the teacher solutions) + PPM
+   trained on its preference pairs; round 3 = MCTS guided by that PPM with the round-2 policy ->
+   SFT (its own trajectories, round 2's and the replay sample) + PPM again.
 5. ``install``: copies the final policy and PPM (safetensors, config, tokenizer) into
    ``src/rstar_math/models/miniature/{policy,ppm}`` (with ``build_info.json``).
 
@@ -37,6 +38,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import threading
@@ -94,9 +96,13 @@ RECIPE: dict[str, Any] = {
         "max_depth": 12,
         "max_step_tokens": 160,
     },
+    # each round's SFT mixes its own correct trajectories with this many teacher solutions of
+    # round 1 (and round 3 with round 2's trajectories): the paper's later rounds train on every
+    # round's data; fine-tuned on its own few hundred solutions alone, the policy forgets
+    "n_replay": 2000,
     "round_sft": {
-        "learning_rate": 5e-4,
-        "num_epochs": 2.0,
+        "learning_rate": 3e-4,
+        "num_epochs": 1.0,
         "batch_size": 8,
         "lr_scheduler": "cosine",
         "warmup_ratio": 0.05,
@@ -309,6 +315,8 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
     from rstar_math.evolution import EvolutionConfig, RoundConfig
 
     policy_r1 = str(run / "sft_r1" / "final")
+    replay = str(run / "data" / "replay.jsonl")
+    round2_sft = str(run / "evolution" / "round_1" / "sft.jsonl")
     search = dict(r["search"])
     sft = {**r["round_sft"], "device": "cpu"}
     ppm = {**r["round_ppm"], "device": "cpu"}
@@ -319,6 +327,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             policy=policy_r1,
             use_ppm=False,
             sft_from="policy",
+            sft_mix=[replay],
             sft=dict(sft),
             ppm=dict(ppm),
         ),
@@ -328,6 +337,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             policy=None,
             use_ppm=True,
             sft_from="policy",
+            sft_mix=[replay, round2_sft],
             sft=dict(sft),
             ppm=dict(ppm),
         ),
@@ -345,9 +355,19 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
     )
 
 
+def write_replay(run: Path, r: dict[str, Any]) -> int:
+    """``RUN/data/replay.jsonl``: a seeded sample of round 1's teacher solutions."""
+    path = run / "data" / "replay.jsonl"
+    rows = _read_jsonl(run / "data" / "sft_r1.jsonl")
+    sample = random.Random(r["seed"] + 2000).sample(rows, min(r["n_replay"], len(rows)))
+    _write_jsonl(path, sample)
+    return len(sample)
+
+
 def stage_evolve(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
     from rstar_math.evolution import EvolutionRunner
 
+    replayed = write_replay(run, r)
     runner = EvolutionRunner(evolution_config(run, r, progress), run / "evolution")
     manifest = runner.run()
     rounds = manifest["rounds"]
@@ -355,6 +375,7 @@ def stage_evolve(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]
     if ppm is None:
         raise RuntimeError("no round produced preference pairs, so there is no PPM to ship")
     return {
+        "replay_records": replayed,
         "rounds": {
             name: {
                 stage: {k: v for k, v in info.items() if k != "finished"}

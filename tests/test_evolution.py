@@ -134,6 +134,31 @@ def test_two_rounds_end_to_end(tmp_path: Path, base_policy: Path) -> None:
     assert (run / "round_1" / "trees.jsonl").read_bytes() == before
 
 
+@pytest.mark.hf
+@pytest.mark.slow
+def test_round_sft_mixes_in_earlier_data(tmp_path: Path, base_policy: Path) -> None:
+    from rstar_math.training import SFTRecord, write_jsonl
+
+    problems = tmp_path / "problems.jsonl"
+    problems_jsonl(problems, n=3)
+    extra = tmp_path / "bootstrap.jsonl"
+    write_jsonl(extra, [SFTRecord(question=f"q{i}", response=f"r{i}") for i in range(5)])
+    data = evolve_config(problems, base_policy, sft_steps=2)
+    data["rounds"] = data["rounds"][:1]
+    data["rounds"][0].update(train_ppm=False, sft_mix=[str(extra)])
+    manifest = EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run").run()
+    stages = manifest["rounds"]["round_1"]["stages"]
+    # the round's own 3 correct trajectories plus the 5 mixed-in records
+    assert stages["extract"]["sft_records"] == 3 and stages["train_sft"]["records"] == 8
+
+    data["rounds"][0]["sft_mix"] = [str(tmp_path / "missing.jsonl")]
+    with pytest.raises(FileNotFoundError, match=r"round_1: sft_mix file not found: .*missing"):
+        EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run2").run()
+    data["rounds"][0]["sft_mix"] = str(extra)
+    with pytest.raises(ValueError, match="sft_mix must be a list"):
+        EvolutionConfig.from_dict(data)
+
+
 def _evolve_cmd(config: Path, run_dir: Path) -> list[str]:
     return [
         sys.executable,

@@ -53,7 +53,10 @@ class RoundConfig:
     policy. ``use_ppm``: guide the search with the previous round's PPM. ``extra_rollouts``:
     problems without a correct answer after the main search are searched again with this many
     rollouts (0: off). ``sft_from``: ``"base"`` fine-tunes the run's base policy on this round's
-    data (the paper), ``"policy"`` continues from this round's generator.
+    data (the paper), ``"policy"`` continues from this round's generator. ``sft_mix``: JSONL files
+    of SFT records trained on together with this round's own (earlier rounds' ``sft.jsonl``, the
+    bootstrap data): the paper's later rounds train on the data of every round so far, and a
+    small policy fine-tuned on a few hundred of its own solutions alone forgets the rest.
     """
 
     search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
@@ -68,10 +71,14 @@ class RoundConfig:
     pairs_pos: int = 2
     pairs_neg: int = 2
     pairs_margin: float = 0.0
+    sft_mix: list[str] = field(default_factory=list)
     sft: dict[str, Any] = field(default_factory=dict)
     ppm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sft_mix, str):
+            raise ValueError("sft_mix must be a list of JSONL paths, not one string")
+        self.sft_mix = [str(path) for path in self.sft_mix]
         if isinstance(self.search, dict):
             self.search = SearchConfig.from_dict(self.search)
         if self.sft_from not in ("base", "policy"):
@@ -340,11 +347,17 @@ class EvolutionRunner:
                     "resume": True,
                 }
             )
-            result = train_sft(base, read_sft_records(rdir / "sft.jsonl"), sft_cfg)
+            records = list(read_sft_records(rdir / "sft.jsonl"))
+            for path in rnd.sft_mix:
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"{name}: sft_mix file not found: {path}")
+                records.extend(read_sft_records(path))
+            result = train_sft(base, records, sft_cfg)
             self._finish_stage(
                 name,
                 "train_sft",
                 model_dir=str(result.model_dir),
+                records=len(records),
                 steps=result.global_step,
                 final_eval_loss=result.final_eval_loss,
             )

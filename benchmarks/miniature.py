@@ -26,16 +26,17 @@ thread each), so the seconds per problem are those of a machine that is running 
 once. Results are appended to ``docs/benchmarks.md`` and written as JSON to
 ``RUN/benchmark.json`` (``RUN`` = ``--run-dir``, default ``build/miniature``); each job's result
 is cached in ``RUN/benchmark_cache`` under a hash of its models' weights, search and problems, so
-an interrupted benchmark resumes and a changed model is measured again.
+an interrupted benchmark resumes and a changed model is measured again (a cached job keeps the
+timings of the run that measured it). ``--render-only`` re-renders ``RUN/benchmark.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import multiprocessing
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -82,14 +83,23 @@ USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM"}
 COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
 
 
-def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
-    path = run / "data" / f"{name}.jsonl"
-    if path.exists():
-        rows = [json.loads(line) for line in path.open() if line.strip()]
-    else:  # no run dir: regenerate the same seeded split
-        from rstar_math.data.synthetic import make_splits
+def search(method: dict[str, Any]) -> dict[str, Any]:
+    """A method's complete search settings (what a job runs, and part of its cache key)."""
+    return {**COMMON, **method}
 
-        rows = [p.to_dict() for p in make_splits(0, 10, 300, 300)[name]]
+
+def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` problems of the build's ``name`` split (``RUN/data/<name>.jsonl``).
+
+    The validation split is only disjoint from the training problems of the build that wrote
+    it, so it is read from the run directory, never regenerated.
+    """
+    path = run / "data" / f"{name}.jsonl"
+    if not path.is_file():
+        raise SystemExit(
+            f"{path} not found: give --run-dir the directory scripts/build_miniature.py built in"
+        )
+    rows = [json.loads(line) for line in path.open() if line.strip()]
     return rows[:n]
 
 
@@ -104,7 +114,7 @@ def evaluate_method(
     from rstar_math import MCTSSolver, SearchConfig
     from rstar_math.grading import is_equivalent
 
-    config = SearchConfig.from_dict({**COMMON, **search, "seed": seed})
+    config = SearchConfig.from_dict({**search, "seed": seed})
     solver = MCTSSolver(generator, scorer=scorer, executor=executor, config=config)
     t0 = time.perf_counter()
     results = solver.solve_batch([p["question"] for p in problems])
@@ -119,7 +129,7 @@ def evaluate_method(
         )
         tokens += r.stats.get("generated_tokens", 0)
         candidates += r.stats.get("candidates", 0)
-    n = len(problems)
+    n = max(len(problems), 1)
     batch = results[0].stats.get("batch", {}) if results else {}
     return {
         "accuracy": correct / n,
@@ -130,7 +140,7 @@ def evaluate_method(
         "time_generate_s": batch.get("time_generate_s"),
         "time_execute_s": batch.get("time_execute_s"),
         "time_score_s": batch.get("time_score_s"),
-        "n": n,
+        "n": len(problems),
     }
 
 
@@ -168,7 +178,7 @@ def pair_accuracy(
     from rstar_math.training import evaluate_pairs, extract_pairs
 
     generator = HFGenerator(policy, device="cpu", max_batch_size=256, seed=seed)
-    config = SearchConfig.from_dict({**COMMON, **METHODS["MCTS"], "seed": seed + 1})
+    config = SearchConfig.from_dict({**search(METHODS["MCTS"]), "seed": seed + 1})
     solver = MCTSSolver(generator, executor=executor, config=config)
     results = solver.solve_batch([p["question"] for p in problems], [p["answer"] for p in problems])
     pairs = [pair for r in results for pair in extract_pairs(r.tree)]
@@ -242,7 +252,7 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
             jobs.append({
                 **base, "kind": "method", "key": ["methods", f"{split}/{method}"],
                 "policy": policy, "ppm": ppm if method in USES_PPM else None,
-                "search": METHODS[method], "problems": problems,
+                "search": search(METHODS[method]), "problems": problems,
             })  # fmt: skip
     models = round_models(run)
     if not args.skip_rounds:
@@ -251,7 +261,7 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
             for method, label in (("greedy", "greedy"), ("MCTS", "mcts")):
                 jobs.append({
                     **base, "kind": "method", "key": ["rounds", i, label], "round": name,
-                    "policy": pol, "search": METHODS[method], "problems": val,
+                    "policy": pol, "search": search(METHODS[method]), "problems": val,
                 })  # fmt: skip
     if not args.skip_pairs:
         ppms = [(name, p) for name, _pol, p in models if p] or [("shipped", ppm)]
@@ -279,11 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pairs", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
     ap.add_argument("--no-cache", action="store_true", help="rerun jobs found in the cache")
+    ap.add_argument(
+        "--render-only", action="store_true", help="render RUN/benchmark.json, run nothing"
+    )
     args = ap.parse_args(argv)
+    run = Path(args.run_dir)
+    if args.render_only:
+        body = render(json.loads((run / "benchmark.json").read_text()))
+        print(body)
+        if not args.no_write:
+            append_section("Miniature model (issue 7)", body)
+        return 0
 
     from rstar_math.models.builtin import builtin_paths
 
-    run = Path(args.run_dir)
     paths = builtin_paths()
     needs_model = bool(args.methods.strip()) or not args.skip_pairs
     if paths is None and needs_model:
@@ -311,25 +330,37 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         path = cache / f"{job_id(job)}.json"
         if path.exists() and not args.no_cache:
-            finished.append(json.loads(path.read_text()))
+            finished.append((job, json.loads(path.read_text())["result"]))
         else:
             todo.append(job)
     print(f"{len(todo)} jobs to run, {len(finished)} cached in {cache}", flush=True)
+    failures: list[str] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_job, job) for job in todo]
-        for future in itertools.chain(finished, as_completed(futures)):
-            done = future if isinstance(future, dict) else future.result()
-            if not isinstance(future, dict):
-                (cache / f"{done['id']}.json").write_text(json.dumps(done, default=str))
-            key, result = done["key"], done["result"]
-            if key[0] == "methods":
-                out["methods"][key[1]] = result
-            elif key[0] == "rounds":
-                out["rounds"][key[1]][key[2]] = result
-            else:
-                out["pairs"] = result
-            print(f"{key}: {json.dumps(result, default=str)}", flush=True)
+        futures = {pool.submit(run_job, job): job for job in todo}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                done = future.result()
+            except Exception as exc:  # one failed job must not lose the others' results
+                failures.append(f"{job['key']}: {type(exc).__name__}: {exc}")
+                print(f"{job['key']} FAILED: {exc!r}", flush=True)
+                continue
+            tmp = cache / f"{done['id']}.json.tmp"
+            tmp.write_text(json.dumps(done, default=str))
+            os.replace(tmp, cache / f"{done['id']}.json")
+            finished.append((job, done["result"]))
+            print(f"{job['key']}: {json.dumps(done['result'], default=str)}", flush=True)
+    for job, result in finished:
+        key = job["key"]
+        if key[0] == "methods":
+            out["methods"][key[1]] = result
+        elif key[0] == "rounds":
+            out["rounds"][key[1]][key[2]] = result
+        else:
+            out["pairs"] = result
+    if failures:
+        out["failures"] = failures
     out["wall_seconds"] = round(time.perf_counter() - t0, 1)
 
     build = run / "build.json"
@@ -341,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_write:
         append_section("Miniature model (issue 7)", body)
-    return 0
+    return 1 if failures else 0
 
 
 def render(out: dict[str, Any]) -> str:
@@ -398,6 +429,8 @@ def render(out: dict[str, Any]) -> str:
         for name, res in pairs.items():
             if isinstance(res, dict):
                 lines.append(f"| {name} | {pct(res['accuracy'])} | {pct(res['strict_accuracy'])} |")
+    for failure in out.get("failures", []):
+        lines.append(f"- failed job {failure}")
     build = out.get("build")
     if build:
         stages = build.get("stages", {})

@@ -158,8 +158,14 @@ class Build:
         self.path = run_dir / "build.json"
         if self.path.exists():
             self.state = json.loads(self.path.read_text())
-            if self.state.get("recipe") != json.loads(json.dumps(recipe)):
-                logger.warning("the recipe differs from the one this run started with")
+            previous = self.state.get("recipe")
+            if previous != json.loads(json.dumps(recipe)):
+                # finished stages are kept: record which recipe they were built with
+                done = [s for s in self.state["stages"] if s != "install"]
+                logger.warning("the recipe changed; stages %s keep their earlier results", done)
+                self.state.setdefault("earlier_recipes", []).append(
+                    {"recipe": previous, "stages_finished": done}
+                )
         else:
             self.state = {"recipe": recipe, "stages": {}, "started": time.time()}
         self.state["recipe"] = recipe
@@ -247,7 +253,9 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     levels = list(r["train_levels"])
     # make_splits cycles through the levels; ask for enough to fill both pools
     n_train = r["n_sft"] + 3 * r["n_evolve"] * len(levels) // max(1, len(r["evolve_levels"]))
-    splits = make_splits(r["seed"], n_train=n_train, n_val=r["n_val"], n_hard=r["n_hard"])
+    splits = make_splits(
+        r["seed"], n_train=n_train, n_val=r["n_val"], n_hard=r["n_hard"], train_levels=levels
+    )
     train = splits["train"]
     sft, rest = train[: r["n_sft"]], train[r["n_sft"] :]
     evolve = [p for p in rest if p.level in r["evolve_levels"]][: r["n_evolve"]]
@@ -393,29 +401,57 @@ def final_models(build: Build) -> tuple[str, str]:
     return info["policy"], info["ppm"]
 
 
+def _relative_to_run(value: Any, run: Path) -> Any:
+    """``value`` with every path string inside ``run`` rewritten as ``RUN/...``."""
+    if isinstance(value, dict):
+        return {k: _relative_to_run(v, run) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_to_run(v, run) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        path = Path(value)
+        if path == run or run in path.parents:
+            return str(Path("RUN") / path.relative_to(run))
+    return value
+
+
 def stage_install(build: Build, dest: Path) -> dict[str, Any]:
+    """Copy the final policy and PPM (inference files only) into ``dest``, both or neither."""
+    from rstar_math.models import builtin
+
     policy, ppm = final_models(build)
-    sizes = {}
-    for name, src in (("policy", Path(policy)), ("ppm", Path(ppm))):
-        out = dest / name
-        tmp = dest / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for f in SHIP_FILES:
-            if (src / f).is_file():
-                shutil.copy2(src / f, tmp / f)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        sizes[name] = sum(p.stat().st_size for p in out.iterdir())
-    info = {
-        "recipe": build.state["recipe"],
-        "stages": {k: v for k, v in build.state["stages"].items() if k != "install"},
-        "bytes": sizes,
-    }
-    (dest / "build_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    sources = {"policy": Path(policy), "ppm": Path(ppm)}
+    required = {"policy": builtin._POLICY_FILES, "ppm": builtin._PPM_FILES}
+    for name, src in sources.items():
+        missing = [f for f in required[name] if not (src / f).is_file()]
+        if missing:
+            raise RuntimeError(f"the final {name} at {src} lacks {', '.join(missing)}")
+    files = {name: [f for f in SHIP_FILES if (src / f).is_file()] for name, src in sources.items()}
+    sizes = {name: sum((sources[name] / f).stat().st_size for f in files[name]) for name in files}
     total = sum(sizes.values())
     if total > 20 * 1024**2:
         raise RuntimeError(f"the miniature model is {total / 1024**2:.1f} MB; the limit is 20 MB")
+    dest.mkdir(parents=True, exist_ok=True)
+    staged = {}
+    for name, src in sources.items():
+        tmp = dest / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for f in files[name]:
+            shutil.copy2(src / f, tmp / f)
+        staged[name] = tmp
+    for name, tmp in staged.items():  # swap both only once both are staged
+        shutil.rmtree(dest / name, ignore_errors=True)
+        os.replace(tmp, dest / name)
+    info = {
+        "recipe": build.state["recipe"],
+        "earlier_recipes": build.state.get("earlier_recipes", []),
+        "stages": {k: v for k, v in build.state["stages"].items() if k != "install"},
+        "bytes": sizes,
+    }
+    # paths inside the run directory are written relative to it ("RUN/..."): the machine's
+    # directories mean nothing to whoever installs the package
+    info = _relative_to_run(info, build.run_dir.resolve())
+    (dest / "build_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     return {"bytes": sizes, "dest": str(dest)}
 
 
@@ -436,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPE
     if args.recipe:
         recipe = merge_recipe(RECIPE, json.loads(Path(args.recipe).read_text()))
-    run = Path(args.run_dir)
+    run = Path(args.run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -458,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         if stage == "install" and args.no_install:
             break
-        if not build.done(stage):
+        if not build.done(stage) or stage == "install":  # installing is cheap: always redo it
             logger.info("stage %s ...", stage)
             build.run(stage, work[stage])
         if stage == args.until:

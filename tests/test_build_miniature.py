@@ -101,6 +101,15 @@ def test_build_stages_resume_and_install(tmp_path: Path) -> None:
     config = build.evolution_config(run, recipe, progress=False)
     assert config.base_policy == str(run / "sft_r1" / "final")
     assert [r.use_ppm for r in config.rounds] == [False, True]
+    # round 2 trains on its own trajectories + replayed teacher solutions; round 3 adds round 2's
+    replay = str(run / "data" / "replay.jsonl")
+    assert config.rounds[0].sft_mix == [replay]
+    assert config.rounds[1].sft_mix == [replay, str(run / "evolution" / "round_1" / "sft.jsonl")]
+    assert build.write_replay(run, {**recipe, "n_replay": 5}) == 5
+    replayed = [json.loads(line) for line in Path(replay).read_text().splitlines()]
+    teacher_file = run / "data" / "sft_r1.jsonl"
+    teacher = [json.loads(line) for line in teacher_file.read_text().splitlines()]
+    assert len(replayed) == 5 and all(r in teacher for r in replayed)
     assert config.rounds[0].policy == config.base_policy and config.rounds[1].policy is None
 
     # installing copies a complete policy + PPM that the built-in loader accepts
@@ -118,7 +127,9 @@ def test_build_stages_resume_and_install(tmp_path: Path) -> None:
     info = build.stage_install(book, install)
     assert set(info["bytes"]) == {"policy", "ppm"}
     assert not (install / "policy" / "trainer_state.json").exists()  # only what inference needs
-    shipped = json.loads((install / "build_info.json").read_text())
+    text = (install / "build_info.json").read_text()
+    assert str(run) not in text and '"RUN/sft_r1/final"' in text  # no paths of the build machine
+    shipped = json.loads(text)
     assert shipped["recipe"]["n_sft"] == 24 and "sft_r1" in shipped["stages"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(builtin.ENV_DIR, str(install))

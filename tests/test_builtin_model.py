@@ -73,15 +73,18 @@ def test_cli_solve_without_policy_uses_the_builtin_model(
         code = main(["solve", question, "--json", "--num-rollouts", "2", "--reference", answer])
         # a model this small runs on one intra-op thread unless --threads says otherwise
         assert torch.get_num_threads() == 1
+        # the search the built-in model was tuned for, with the flag's field overridden
+        args = build_parser().parse_args(["solve", question, "--num-rollouts", "2"])
+        spec = _solver_spec(args, {})
+        assert spec.search == builtin.default_search_config(num_rollouts=2)
+        assert (spec.policy, spec.ppm) == (str(root / "policy"), str(root / "ppm"))
+        # with the PPM turned off in a config file, answers are chosen by vote
+        spec = _solver_spec(args, {"ppm": None})
+        assert spec.ppm is None and spec.search.answer_selection == "majority"
     finally:
         torch.set_num_threads(threads)
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["correct"] is True
-    # the search the built-in model was tuned for, with the flag's field overridden
-    args = build_parser().parse_args(["solve", question, "--num-rollouts", "2"])
-    spec = _solver_spec(args, {})
-    assert spec.search == builtin.default_search_config(num_rollouts=2)
-    assert (spec.policy, spec.ppm) == (str(root / "policy"), str(root / "ppm"))
 
 
 def test_cli_solve_without_policy_or_builtin_model_exits_2(
@@ -111,8 +114,8 @@ _EASY_QUESTIONS = (
 def _shipped() -> tuple[str, str]:
     """The package's own miniature model (the environment override is ignored here)."""
     policy, ppm = builtin.MINIATURE_DIR / "policy", builtin.MINIATURE_DIR / "ppm"
-    if not (policy / "model.safetensors").is_file():
-        pytest.skip("the miniature model is not built yet (scripts/build_miniature.py)")
+    # the package ships it: a checkout without it is broken, not a reason to skip
+    assert (policy / "model.safetensors").is_file(), f"{policy} is missing its weights"
     return str(policy), str(ppm)
 
 
@@ -138,7 +141,8 @@ def test_shipped_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(generator.tokenizer.encode(marker, add_special_tokens=False)) == 1
     scorer = PPMScorer.from_pretrained(ppm, device="cpu")
     values = scorer.score_texts(["<|user|>:\nAnn has 5 apples.", "<code>\nx = 1\n<end_of_step>"])
-    assert all(-1.0 <= v <= 1.0 for v in values)
+    assert all(-1.0 < v < 1.0 for v in values) and values[0] != values[1]  # trained, not saturated
+    assert scorer.tokenizer.get_vocab() == generator.tokenizer.get_vocab()  # one tokenizer
 
 
 @pytest.mark.hf

@@ -154,6 +154,7 @@ def test_round_sft_mixes_in_earlier_data(tmp_path: Path, base_policy: Path) -> N
     data["rounds"][0]["sft_mix"] = [str(tmp_path / "missing.jsonl")]
     with pytest.raises(FileNotFoundError, match=r"round_1: sft_mix file not found: .*missing"):
         EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run2").run()
+    assert not (tmp_path / "run2" / "round_1" / "trees.jsonl").exists()  # found before searching
     data["rounds"][0]["sft_mix"] = str(extra)
     with pytest.raises(ValueError, match="sft_mix must be a list"):
         EvolutionConfig.from_dict(data)

@@ -86,6 +86,8 @@ def _solver_spec(args: argparse.Namespace, config: dict[str, Any]) -> Any:
         data.setdefault("ppm", default_ppm)
         # the search the built-in model was tuned for (a file's or a flag's fields still win)
         search_base = default_search_config().to_dict()
+        if not data.get("ppm"):  # the config turned the PPM off: vote instead
+            search_base["answer_selection"] = "majority"
     search = SearchConfig.from_dict(
         {**search_base, **data.pop("search", {}), **_search_overrides(args)}
     )

@@ -109,8 +109,10 @@ class MCTSSolver:
     def default(cls, **overrides: Any) -> MCTSSolver:
         """The built-in miniature policy and PPM (synthetic word problems only; see README).
 
-        ``overrides`` are :class:`SearchConfig` fields. Raises an ImportError when the package
-        was installed without its built-in model.
+        ``overrides`` are the keyword arguments of
+        :func:`rstar_math.models.builtin.default_solver` (``seed``, ``use_ppm``, ``executor``,
+        ...) or single :class:`SearchConfig` fields (``num_rollouts=16``). Needs the ``hf``
+        extra; raises FileNotFoundError when the package's model files are missing.
         """
         from rstar_math.models.builtin import default_solver
 

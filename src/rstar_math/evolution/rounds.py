@@ -56,7 +56,8 @@ class RoundConfig:
     data (the paper), ``"policy"`` continues from this round's generator. ``sft_mix``: JSONL files
     of SFT records trained on together with this round's own (earlier rounds' ``sft.jsonl``, the
     bootstrap data): the paper's later rounds train on the data of every round so far, and a
-    small policy fine-tuned on a few hundred of its own solutions alone forgets the rest.
+    small policy fine-tuned on a few hundred of its own solutions alone forgets the rest. A round
+    that finds no correct trajectory of its own trains no policy, whatever ``sft_mix`` holds.
     """
 
     search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
@@ -291,6 +292,11 @@ class EvolutionRunner:
         rnd = self.config.rounds[index]
         rdir = self.round_dir(index)
         rdir.mkdir(parents=True, exist_ok=True)
+        if rnd.train_policy and not self._stage_done(name, "train_sft"):
+            # before hours of search, not after
+            for path in rnd.sft_mix:
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"{name}: sft_mix file not found: {path}")
         state = self._round_state(name)
         state["policy"] = self.policy_of(index)
         state["ppm_used"] = self.ppm_of(index) if rnd.use_ppm else None
@@ -349,8 +355,6 @@ class EvolutionRunner:
             )
             records = list(read_sft_records(rdir / "sft.jsonl"))
             for path in rnd.sft_mix:
-                if not Path(path).is_file():
-                    raise FileNotFoundError(f"{name}: sft_mix file not found: {path}")
                 records.extend(read_sft_records(path))
             result = train_sft(base, records, sft_cfg)
             self._finish_stage(

@@ -70,7 +70,7 @@ _DEFAULT_SEARCH: dict[str, Any] = {
     "algorithm": "mcts",
     "num_rollouts": 8,
     "num_candidates": 4,
-    "temperature": 1.0,
+    "temperature": 0.7,
     "c_puct": 2.0,
     "max_depth": 12,
     "max_step_tokens": 160,

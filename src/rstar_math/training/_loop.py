@@ -18,7 +18,7 @@ import random
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +78,39 @@ def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]
     return sorted(idx[n_eval:]), sorted(idx[:n_eval])
 
 
+#: With ``lengths``, items are sorted by length within windows of this many micro-batches.
+LENGTH_GROUP_WINDOW = 50
+
+
 @dataclass(frozen=True)
 class BatchPlan:
-    """Micro-batches and optimizer steps over ``n`` training items."""
+    """Micro-batches and optimizer steps over ``n`` training items.
+
+    ``lengths`` (one per item) groups items of similar length into the same micro-batch, so less
+    of each padded batch is padding: every epoch's shuffled order is cut into windows of
+    :data:`LENGTH_GROUP_WINDOW` micro-batches, each window is sorted by length and cut into
+    micro-batches, and the micro-batches are shuffled again (so consecutive steps do not go from
+    short to long). The plan stays a pure function of the seed and the epoch, so a resumed run
+    sees the same batches.
+    """
 
     n: int
     batch_size: int
     grad_accum: int
     seed: int
     shuffle: bool = True
+    lengths: Sequence[int] | None = None
+    _epochs: dict[int, list[list[list[int]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError("no training examples")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum_steps must be >= 1")
+        if self.lengths is not None and len(self.lengths) != self.n:
+            raise ValueError(f"lengths has {len(self.lengths)} entries for {self.n} items")
 
     @property
     def micro_batches_per_epoch(self) -> int:
@@ -109,10 +127,27 @@ class BatchPlan:
 
     def epoch_groups(self, epoch: int) -> list[list[list[int]]]:
         """The optimizer steps of ``epoch``: each a list of micro-batches of item indices."""
+        if epoch not in self._epochs:
+            self._epochs.clear()  # one epoch at a time is all a training loop asks for
+            self._epochs[epoch] = self._plan_epoch(epoch)
+        return self._epochs[epoch]
+
+    def _plan_epoch(self, epoch: int) -> list[list[list[int]]]:
         order = list(range(self.n))
+        rng = random.Random(f"epoch:{self.seed}:{epoch}")
         if self.shuffle:
-            random.Random(f"epoch:{self.seed}:{epoch}").shuffle(order)
+            rng.shuffle(order)
+        if self.lengths is not None:
+            lengths = self.lengths
+            window = self.batch_size * LENGTH_GROUP_WINDOW
+            order = [
+                i
+                for start in range(0, self.n, window)
+                for i in sorted(order[start : start + window], key=lambda i: -lengths[i])
+            ]
         micro = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        if self.lengths is not None and self.shuffle:
+            rng.shuffle(micro)
         return [micro[i : i + self.grad_accum] for i in range(0, len(micro), self.grad_accum)]
 
     def step_group(self, step: int) -> list[list[int]]:

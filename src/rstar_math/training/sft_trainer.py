@@ -329,7 +329,12 @@ def train_sft(
         raise ValueError("no usable SFT training records")
     pad_id = tokenizer.pad_token_id
     items = pack_examples(train_ex, cfg.max_length, pad_id) if cfg.packing else train_ex
-    plan = _loop.BatchPlan(len(items), cfg.batch_size, cfg.grad_accum_steps, cfg.seed)
+    lengths = None
+    if cfg.group_by_length and not cfg.packing:
+        lengths = [len(item["input_ids"]) for item in items]
+    plan = _loop.BatchPlan(
+        len(items), cfg.batch_size, cfg.grad_accum_steps, cfg.seed, lengths=lengths
+    )
     total_steps = plan.total_steps(cfg.num_epochs, cfg.max_steps)
 
     optimizer = _loop.build_optimizer(model, cfg.learning_rate, cfg.weight_decay)

@@ -5,8 +5,10 @@ split (6-7 reasoning steps, more than any training problem):
 
 * accuracy of the final policy with greedy decoding, majority@8 and best-of-8 by PPM (8 sampled
   trajectories), step-level beam search with the PPM, MCTS without the PPM (answer by majority
-  vote over its trajectories) and MCTS with the PPM (answer with the highest PPM value), with the
-  generated step candidates and tokens per problem of each, so the search budgets can be compared;
+  vote over its trajectories) and MCTS with the PPM (answer with the highest PPM value), and, at
+  the budget matched to MCTS's (about as many generated step candidates), majority@32 and
+  best-of-32 by PPM (one set of 32 samples per problem, both selections); with the generated step
+  candidates and tokens per problem of each, so the search budgets can be compared;
 * each self-evolution round's policy on validation: greedy and MCTS without a PPM;
 * the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
   problems (never trained on), for every round's PPM;
@@ -20,6 +22,8 @@ Run (after ``python scripts/build_miniature.py``)::
 
     python benchmarks/miniature.py                       # 100 val + 50 hard problems
     python benchmarks/miniature.py --n 30 --no-write     # quick look, nothing appended
+    python benchmarks/miniature.py --run-dir R --policy R/evolution/round_2/policy/final \\
+        --ppm R/evolution/round_2/ppm/final              # a build not (yet) installed
 
 The measurements run as independent jobs on ``--jobs`` worker processes (default 2, one torch
 thread each), so the seconds per problem are those of a machine that is running two searches at
@@ -78,8 +82,25 @@ METHODS: dict[str, dict[str, Any]] = {
         "num_candidates": 4,
         "answer_selection": "best",
     },
+    # The matched budget: MCTS 8 x 4 generates about as many step candidates as 32 sampled
+    # trajectories. One job samples them and selects the answer both ways (DERIVED).
+    "best-of-32 (PPM)": {"algorithm": "best_of_n", "num_samples": 32, "answer_selection": "best"},
 }
-USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM"}
+USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM", "best-of-32 (PPM)"}
+#: Rows computed from another method's trajectories with a different answer selection:
+#: row -> (method whose trajectories it uses, selection). Majority ties go to the PPM's choice.
+DERIVED: dict[str, tuple[str, str]] = {"majority@32": ("best-of-32 (PPM)", "majority")}
+#: Table order: the issue's 8-trajectory budget, then the matched (~32 trajectories) budget.
+ROWS = (
+    "greedy",
+    "majority@8",
+    "best-of-8 (PPM)",
+    "beam (PPM)",
+    "majority@32",
+    "best-of-32 (PPM)",
+    "MCTS",
+    "MCTS + PPM",
+)
 COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
 
 
@@ -110,9 +131,13 @@ def evaluate_method(
     problems: list[dict[str, Any]],
     search: dict[str, Any],
     seed: int,
+    derived: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Accuracy, budget and time of one search method on ``problems``; ``derived`` maps a row
+    name to another answer selection applied to the same trajectories."""
     from rstar_math import MCTSSolver, SearchConfig
     from rstar_math.grading import is_equivalent
+    from rstar_math.search.selection import select_answer
 
     config = SearchConfig.from_dict({**search, "seed": seed})
     solver = MCTSSolver(generator, scorer=scorer, executor=executor, config=config)
@@ -121,9 +146,13 @@ def evaluate_method(
     seconds = time.perf_counter() - t0
     correct = any_correct = 0
     tokens = candidates = 0
+    derived_correct = dict.fromkeys(derived or {}, 0)
     for r, p in zip(results, problems):
         ok = r.answer is not None and is_equivalent(r.answer, p["answer"])
         correct += ok
+        for row, selection in (derived or {}).items():
+            answer, _ = select_answer(r.trajectories, selection, config.vote_top_k)
+            derived_correct[row] += answer is not None and is_equivalent(answer, p["answer"])
         any_correct += any(
             t.answer is not None and is_equivalent(t.answer, p["answer"]) for t in r.trajectories
         )
@@ -141,6 +170,7 @@ def evaluate_method(
         "time_execute_s": batch.get("time_execute_s"),
         "time_score_s": batch.get("time_score_s"),
         "n": len(problems),
+        "derived": {row: {"accuracy": c / n} for row, c in derived_correct.items()},
     }
 
 
@@ -214,7 +244,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             if job.get("ppm"):
                 scorer = PPMScorer.from_pretrained(job["ppm"], device="cpu", batch_size=32)
             result = evaluate_method(
-                generator, scorer, executor, job["problems"], job["search"], seed
+                generator,
+                scorer,
+                executor,
+                job["problems"],
+                job["search"],
+                seed,
+                job.get("derived"),
             )
     finally:
         executor.close()
@@ -248,11 +284,13 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
     for method in methods:
         if method not in METHODS:
             raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        derived = {row: sel for row, (src, sel) in DERIVED.items() if src == method}
         for split, problems in splits.items():
             jobs.append({
                 **base, "kind": "method", "key": ["methods", f"{split}/{method}"],
                 "policy": policy, "ppm": ppm if method in USES_PPM else None,
                 "search": search(METHODS[method]), "problems": problems,
+                **({"derived": derived} if derived else {}),
             })  # fmt: skip
     models = round_models(run)
     if not args.skip_rounds:
@@ -281,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=100, help="validation problems")
     ap.add_argument("--n-hard", type=int, default=50, help="hard problems")
     ap.add_argument("--n-rounds", type=int, default=50, help="val problems for the round table")
+    ap.add_argument(
+        "--policy", help="policy checkpoint to measure (default: the installed built-in model)"
+    )
+    ap.add_argument("--ppm", help="PPM checkpoint to measure, with --policy")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
@@ -303,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rstar_math.models.builtin import builtin_paths
 
-    paths = builtin_paths()
+    if bool(args.policy) != bool(args.ppm):
+        raise SystemExit("--policy and --ppm go together")
+    paths = (args.policy, args.ppm) if args.policy else builtin_paths()
     needs_model = bool(args.methods.strip()) or not args.skip_pairs
     if paths is None and needs_model:
         print("no built-in model installed: run scripts/build_miniature.py first", file=sys.stderr)
@@ -352,13 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             finished.append((job, done["result"]))
             print(f"{job['key']}: {json.dumps(done['result'], default=str)}", flush=True)
     for job, result in finished:
-        key = job["key"]
-        if key[0] == "methods":
-            out["methods"][key[1]] = result
-        elif key[0] == "rounds":
-            out["rounds"][key[1]][key[2]] = result
-        else:
-            out["pairs"] = result
+        record_result(out, job["key"], result)
     if failures:
         out["failures"] = failures
     out["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -375,6 +413,20 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def record_result(out: dict[str, Any], key: list[Any], result: dict[str, Any]) -> None:
+    """File one job's ``result`` under its ``key`` in the benchmark's output ``out``."""
+    if key[0] == "methods":
+        out["methods"][key[1]] = result
+        split = key[1].split("/")[0]
+        for row, extra in result.get("derived", {}).items():
+            # the same trajectories (budget, time) as its source, with its own accuracy
+            out["methods"][f"{split}/{row}"] = {**result, **extra, "derived_from": key[1]}
+    elif key[0] == "rounds":
+        out["rounds"][key[1]][key[2]] = result
+    else:
+        out["pairs"] = result
+
+
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
@@ -388,7 +440,7 @@ def render(out: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     table = out.get("methods", {})
-    for method in METHODS:
+    for method in ROWS:
         v, h = table.get(f"val/{method}"), table.get(f"hard/{method}")
         if v is None or h is None:
             continue
@@ -405,6 +457,13 @@ def render(out: dict[str, Any]) -> str:
             f"points (target >= +25); MCTS + PPM - majority@8 = "
             f"{100 * (m - table['hard/majority@8']['accuracy']):+.1f} points (target >= +10).",
         ]
+        if table.get("hard/majority@32") and table.get("hard/best-of-32 (PPM)"):
+            lines[-1] += (
+                " At the matched budget (32 sampled trajectories, about MCTS's step candidates): "
+                f"MCTS + PPM - majority@32 = "
+                f"{100 * (m - table['hard/majority@32']['accuracy']):+.1f} points, MCTS + PPM - "
+                f"best-of-32 = {100 * (m - table['hard/best-of-32 (PPM)']['accuracy']):+.1f}."
+            )
     if out.get("rounds"):
         lines += [
             "",

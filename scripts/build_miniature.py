@@ -57,6 +57,9 @@ RECIPE: dict[str, Any] = {
     # data
     "train_levels": ["level1", "level2", "level3"],
     "n_sft": 28000,  # teacher solutions for round 1
+    # {level: weight} of the round-1 teacher solutions; None = as make_splits cycles the levels
+    # (equal numbers of each)
+    "sft_level_mix": None,
     "n_evolve": 300,  # self-evolution pool (disjoint from the round-1 problems)
     "evolve_levels": ["level1", "level2", "level3"],
     "n_val": 300,
@@ -83,6 +86,7 @@ RECIPE: dict[str, Any] = {
         "weight_decay": 0.01,
         "max_length": 1024,
         "packing": False,
+        "group_by_length": False,
         "save_every": 100,
         "log_every": 50,
     },
@@ -107,6 +111,7 @@ RECIPE: dict[str, Any] = {
         "lr_scheduler": "cosine",
         "warmup_ratio": 0.05,
         "max_length": 1024,
+        "group_by_length": False,
         "save_every": 100,
         "log_every": 20,
     },
@@ -247,17 +252,44 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- stages
 
 
+def sft_quota(n_sft: int, levels: list[str], mix: dict[str, float] | None) -> dict[str, int]:
+    """How many round-1 teacher solutions of each level: ``n_sft`` split by ``mix``'s weights."""
+    if not mix:
+        mix = {level: 1.0 for level in levels}
+    unknown = sorted(set(mix) - set(levels))
+    if unknown or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise SystemExit(
+            f"sft_level_mix: weights must be >= 0 (not all 0) over train_levels {levels}, got {mix}"
+        )
+    total = sum(mix.values())
+    quota = {level: int(n_sft * w / total) for level, w in mix.items()}
+    # rounding leftovers go to the heaviest levels, so the counts add up to n_sft
+    for level in sorted(mix, key=lambda lv: -mix[lv])[: n_sft - sum(quota.values())]:
+        quota[level] += 1
+    return quota
+
+
 def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     from rstar_math.data.synthetic import make_splits
 
     levels = list(r["train_levels"])
+    quota = sft_quota(r["n_sft"], levels, r.get("sft_level_mix"))
     # make_splits cycles through the levels; ask for enough to fill both pools
-    n_train = r["n_sft"] + 3 * r["n_evolve"] * len(levels) // max(1, len(r["evolve_levels"]))
+    n_train = len(levels) * max(quota.values()) + 3 * r["n_evolve"] * len(levels) // max(
+        1, len(r["evolve_levels"])
+    )
     splits = make_splits(
         r["seed"], n_train=n_train, n_val=r["n_val"], n_hard=r["n_hard"], train_levels=levels
     )
-    train = splits["train"]
-    sft, rest = train[: r["n_sft"]], train[r["n_sft"] :]
+    sft, rest = [], []
+    for p in splits["train"]:
+        if quota.get(p.level, 0) > 0:
+            quota[p.level] -= 1
+            sft.append(p)
+        else:
+            rest.append(p)
+    if any(quota.values()):
+        raise RuntimeError(f"not enough training problems for the SFT mix (short: {quota})")
     evolve = [p for p in rest if p.level in r["evolve_levels"]][: r["n_evolve"]]
     if len(evolve) < r["n_evolve"]:
         raise RuntimeError(f"only {len(evolve)} self-evolution problems, wanted {r['n_evolve']}")
@@ -277,6 +309,7 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         _write_jsonl(data / f"{name}.jsonl", [p.to_dict() for p in splits[name]])
     return {
         "sft": len(sft),
+        "sft_levels": {level: sum(p.level == level for p in sft) for level in levels},
         "evolve": len(evolve),
         "val": len(splits["val"]),
         "hard": len(splits["hard"]),

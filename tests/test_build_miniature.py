@@ -134,3 +134,53 @@ def test_build_stages_resume_and_install(tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(builtin.ENV_DIR, str(install))
         assert builtin.builtin_paths() == (str(install / "policy"), str(install / "ppm"))
+
+
+def test_sft_level_mix_sets_the_teacher_solutions_of_each_level(tmp_path: Path) -> None:
+    build = _script()
+    levels = ["level1", "level2", "level3"]
+    assert build.sft_quota(10, levels, None) == {"level1": 4, "level2": 3, "level3": 3}
+    mix = {"level1": 1, "level2": 2, "level3": 2}
+    assert build.sft_quota(64000, levels, mix) == {
+        "level1": 12800,
+        "level2": 25600,
+        "level3": 25600,
+    }
+    assert sum(build.sft_quota(7, levels, mix).values()) == 7  # rounding never loses one
+    for bad in ({"level4": 1}, {"level1": 0}, {"level1": -1, "level2": 2}):
+        with pytest.raises(SystemExit, match="sft_level_mix"):
+            build.sft_quota(10, levels, bad)
+
+    recipe = build.merge_recipe(
+        build.RECIPE,
+        {
+            **SMALL,
+            "n_sft": 25,
+            "sft_level_mix": {"level1": 0, "level2": 1, "level3": 4},
+            "evolve_levels": ["level3"],
+        },
+    )
+    info = build.stage_data(tmp_path, recipe)
+    assert info["sft"] == 25 and info["sft_levels"] == {"level1": 0, "level2": 5, "level3": 20}
+    teacher = [
+        json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().split("\n")[:-1]
+    ]
+    pool = [
+        json.loads(x) for x in (tmp_path / "data" / "evolve.jsonl").read_text().split("\n")[:-1]
+    ]
+    assert len(teacher) == 25 and len(pool) == 3
+    assert not {r["question"] for r in teacher} & {r["question"] for r in pool}
+
+
+def test_without_a_mix_the_teacher_solutions_are_make_splits_first_ones(tmp_path: Path) -> None:
+    """The shipped model's recipe has no mix: its round-1 data must not change under it."""
+    from rstar_math.data.synthetic import make_splits
+
+    build = _script()
+    recipe = build.merge_recipe(build.RECIPE, SMALL)
+    build.stage_data(tmp_path, recipe)
+    teacher = [
+        json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().split("\n")[:-1]
+    ]
+    expected = make_splits(recipe["seed"], n_train=30, n_val=3, n_hard=2)["train"][:24]
+    assert [r["question"] for r in teacher] == [p.question for p in expected]

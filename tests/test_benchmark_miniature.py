@@ -1,0 +1,127 @@
+"""``benchmarks/miniature.py``: the jobs it plans and the table it writes.
+
+The benchmark itself takes tens of minutes on the shipped model; these tests check its
+bookkeeping (which job measures what, how matched-budget rows are derived and rendered) and run
+one real job on a tiny trained policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARK = REPO / "benchmarks" / "miniature.py"
+
+
+def _bench() -> ModuleType:
+    sys.path.insert(0, str(BENCHMARK.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_miniature", BENCHMARK)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARK.parent))
+    return module
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    base = dict(n=3, n_hard=2, n_rounds=2, threads=1, seed=0, skip_rounds=True, skip_pairs=True)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    for name, n in (("val", 4), ("hard", 3)):
+        rows = [{"question": f"{name} {i}?", "answer": str(i)} for i in range(n)]
+        (tmp_path / "data" / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    return tmp_path
+
+
+def _result(acc: float, candidates: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "accuracy": acc,
+        "pass_any": acc,
+        "candidates_per_problem": candidates,
+        "tokens_per_problem": 10 * candidates,
+        "seconds_per_problem": 1.0,
+        **extra,
+    }
+
+
+def test_matched_budget_rows_come_from_one_set_of_32_samples(tmp_path: Path) -> None:
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    jobs = bench.plan_jobs(_args(methods="greedy,best-of-32 (PPM)"), run, "POLICY", "PPM")
+    by_key = {tuple(j["key"]): j for j in jobs}
+    assert set(by_key) == {
+        ("methods", f"{split}/{m}")
+        for split in ("val", "hard")
+        for m in ("greedy", "best-of-32 (PPM)")
+    }
+    sampled = by_key[("methods", "hard/best-of-32 (PPM)")]
+    assert sampled["search"]["num_samples"] == 32 and sampled["ppm"] == "PPM"
+    assert sampled["derived"] == {"majority@32": "majority"} and len(sampled["problems"]) == 2
+    greedy = by_key[("methods", "val/greedy")]
+    assert "derived" not in greedy and greedy["ppm"] is None and len(greedy["problems"]) == 3
+    with pytest.raises(SystemExit, match="unknown method 'majority@32'"):
+        bench.plan_jobs(_args(methods="majority@32"), run, "POLICY", "PPM")  # derived, not run
+
+    out: dict[str, Any] = {"methods": {}, "rounds": [], "n": 3, "n_hard": 2, "jobs": 1}
+    for split in ("val", "hard"):
+        bench.record_result(out, ["methods", f"{split}/greedy"], _result(0.0, 5))
+        bench.record_result(out, ["methods", f"{split}/majority@8"], _result(0.05, 36))
+        bench.record_result(out, ["methods", f"{split}/MCTS + PPM"], _result(0.3, 150))
+        bench.record_result(
+            out,
+            ["methods", f"{split}/best-of-32 (PPM)"],
+            _result(0.1, 144, derived={"majority@32": {"accuracy": 0.2}}),
+        )
+    row = out["methods"]["hard/majority@32"]
+    assert row["accuracy"] == 0.2 and row["candidates_per_problem"] == 144
+    assert row["derived_from"] == "hard/best-of-32 (PPM)"
+    text = bench.render(out)
+    lines = text.splitlines()
+    majority = next(line for line in lines if line.startswith("| majority@32 |"))
+    assert "| 20.0% | 20.0% |" in majority and "| 144 |" in majority
+    order = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][2:6]
+    assert order == ["greedy", "majority@8", "majority@32", "best-of-32 (PPM)"]
+    assert "MCTS + PPM - majority@32 = +10.0 points" in text
+    assert "MCTS + PPM - best-of-32 = +20.0" in text
+
+
+@pytest.mark.hf
+@pytest.mark.sandbox
+def test_a_derived_selection_matches_running_that_selection(tiny_trained_policy_dir: Path) -> None:
+    """Majority derived from a run's trajectories = the run's own answer when it used majority."""
+    bench = _bench()
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.generators import HFGenerator
+
+    from .conftest import TINY_PROBLEMS
+
+    problems = [{"question": q, "answer": a} for q, _s, a in TINY_PROBLEMS[:2]]
+    search = bench.search(
+        {"algorithm": "best_of_n", "num_samples": 3, "answer_selection": "majority"}
+    )
+    generator = HFGenerator(str(tiny_trained_policy_dir), device="cpu", seed=0)
+    executor = SandboxExecutor()
+    try:
+        result = bench.evaluate_method(
+            generator, None, executor, problems, search, seed=0, derived={"again": "majority"}
+        )
+    finally:
+        executor.close()
+    assert result["n"] == 2 and result["candidates_per_problem"] > 0
+    assert result["accuracy"] > 0  # the tiny policy writes these solutions
+    assert result["derived"] == {"again": {"accuracy": result["accuracy"]}}

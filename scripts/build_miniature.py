@@ -56,12 +56,13 @@ RECIPE: dict[str, Any] = {
     "seed": 0,
     # data
     "train_levels": ["level1", "level2", "level3"],
-    "n_sft": 28000,  # teacher solutions for round 1
-    # {level: weight} of the round-1 teacher solutions; None = as make_splits cycles the levels
-    # (equal numbers of each)
-    "sft_level_mix": None,
-    "n_evolve": 300,  # self-evolution pool (disjoint from the round-1 problems)
-    "evolve_levels": ["level1", "level2", "level3"],
+    "n_sft": 64000,  # teacher solutions for round 1
+    # {level: weight} of the round-1 teacher solutions (None: equal numbers of each level). The
+    # policy's trouble is composing steps, so the 3-step and 4-5-step problems get more weight.
+    "sft_level_mix": {"level1": 1, "level2": 2, "level3": 2},
+    "n_evolve": 400,  # self-evolution pool (disjoint from the round-1 problems)
+    # the pool skips level 1, which the round-1 policy mostly solves already (76% greedy)
+    "evolve_levels": ["level2", "level3"],
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
@@ -86,7 +87,7 @@ RECIPE: dict[str, Any] = {
         "weight_decay": 0.01,
         "max_length": 1024,
         "packing": False,
-        "group_by_length": False,
+        "group_by_length": True,  # 30% of a padded batch of mixed levels is padding otherwise
         "save_every": 100,
         "log_every": 50,
     },
@@ -111,7 +112,7 @@ RECIPE: dict[str, Any] = {
         "lr_scheduler": "cosine",
         "warmup_ratio": 0.05,
         "max_length": 1024,
-        "group_by_length": False,
+        "group_by_length": True,
         "save_every": 100,
         "log_every": 20,
     },

@@ -173,11 +173,11 @@ def test_sft_level_mix_sets_the_teacher_solutions_of_each_level(tmp_path: Path) 
 
 
 def test_without_a_mix_the_teacher_solutions_are_make_splits_first_ones(tmp_path: Path) -> None:
-    """The shipped model's recipe has no mix: its round-1 data must not change under it."""
+    """Recipes written before ``sft_level_mix`` existed still select the same round-1 data."""
     from rstar_math.data.synthetic import make_splits
 
     build = _script()
-    recipe = build.merge_recipe(build.RECIPE, SMALL)
+    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "sft_level_mix": None})
     build.stage_data(tmp_path, recipe)
     teacher = [
         json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().split("\n")[:-1]

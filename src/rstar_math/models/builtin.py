@@ -25,8 +25,8 @@ Usage::
     from rstar_math.models.builtin import default_solver
 
     with default_solver() as solver:
-        result = solver.solve("Ann has 5 apples. Ben has 3 more apples than Ann. "
-                              "How many apples does Ben have?")
+        result = solver.solve("Sam has 7 pencils. Tara has twice as many pencils as Sam. "
+                              "How many pencils does Tara have?")
         print(result.answer)
 
 Tiny models run faster with one torch intra-op thread (``torch.set_num_threads(1)``): with more,

@@ -291,9 +291,17 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
             rest.append(p)
     if any(quota.values()):
         raise RuntimeError(f"not enough training problems for the SFT mix (short: {quota})")
-    evolve = [p for p in rest if p.level in r["evolve_levels"]][: r["n_evolve"]]
-    if len(evolve) < r["n_evolve"]:
-        raise RuntimeError(f"only {len(evolve)} self-evolution problems, wanted {r['n_evolve']}")
+    # the pool holds equal numbers of each of its levels, in generation order: what is left
+    # after the SFT quotas is not interleaved by level (the lightest SFT level's leftovers come
+    # first), so taking the first n_evolve would fill the pool with that one level
+    evolve_quota = sft_quota(r["n_evolve"], list(r["evolve_levels"]), None)
+    evolve = []
+    for p in rest:
+        if evolve_quota.get(p.level, 0) > 0:
+            evolve_quota[p.level] -= 1
+            evolve.append(p)
+    if any(evolve_quota.values()):
+        raise RuntimeError(f"not enough self-evolution problems (short: {evolve_quota})")
     data = run / "data"
     data.mkdir(parents=True, exist_ok=True)
     _write_jsonl(
@@ -312,6 +320,9 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         "sft": len(sft),
         "sft_levels": {level: sum(p.level == level for p in sft) for level in levels},
         "evolve": len(evolve),
+        "evolve_levels": {
+            level: sum(p.level == level for p in evolve) for level in r["evolve_levels"]
+        },
         "val": len(splits["val"]),
         "hard": len(splits["hard"]),
     }

@@ -172,6 +172,26 @@ def test_sft_level_mix_sets_the_teacher_solutions_of_each_level(tmp_path: Path) 
     assert not {r["question"] for r in teacher} & {r["question"] for r in pool}
 
 
+def test_the_self_evolution_pool_holds_equal_numbers_of_its_levels(tmp_path: Path) -> None:
+    """After a skewed SFT mix, the leftovers start with the lightest level's problems only."""
+    build = _script()
+    recipe = build.merge_recipe(
+        build.RECIPE,
+        {
+            **SMALL,
+            "n_sft": 30,
+            "sft_level_mix": {"level1": 1, "level2": 4, "level3": 4},
+            "n_evolve": 7,
+            "evolve_levels": ["level1", "level2", "level3"],
+        },
+    )
+    info = build.stage_data(tmp_path, recipe)
+    assert info["evolve"] == 7
+    assert sorted(info["evolve_levels"].values()) == [2, 2, 3]
+    recipe["evolve_levels"] = ["level2"]
+    assert build.stage_data(tmp_path / "b", recipe)["evolve_levels"] == {"level2": 7}
+
+
 def test_without_a_mix_the_teacher_solutions_are_make_splits_first_ones(tmp_path: Path) -> None:
     """Recipes written before ``sft_level_mix`` existed still select the same round-1 data."""
     from rstar_math.data.synthetic import make_splits

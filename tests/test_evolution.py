@@ -160,6 +160,35 @@ def test_round_sft_mixes_in_earlier_data(tmp_path: Path, base_policy: Path) -> N
         EvolutionConfig.from_dict(data)
 
 
+@pytest.mark.hf
+@pytest.mark.slow
+def test_round_ppm_mixes_in_earlier_pairs(tmp_path: Path, base_policy: Path) -> None:
+    from rstar_math.training import PreferencePair, write_jsonl
+
+    problems = tmp_path / "problems.jsonl"
+    problems_jsonl(problems, n=3)
+    extra = tmp_path / "earlier_pairs.jsonl"
+    write_jsonl(
+        extra,
+        [PreferencePair(question=f"q{i}", prefix_steps=[], pos=["a"], neg=["b"]) for i in range(5)],
+    )
+    data = evolve_config(problems, base_policy, sft_steps=2)
+    data["rounds"] = data["rounds"][:1]
+    data["rounds"][0]["ppm_mix"] = [str(extra)]
+    manifest = EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run").run()
+    stages = manifest["rounds"]["round_1"]["stages"]
+    own = stages["extract"]["pairs"]
+    assert own > 0 and stages["train_ppm"]["pairs"] == own + 5
+
+    data["rounds"][0]["ppm_mix"] = [str(tmp_path / "missing.jsonl")]
+    with pytest.raises(FileNotFoundError, match=r"round_1: ppm_mix file not found: .*missing"):
+        EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run2").run()
+    assert not (tmp_path / "run2" / "round_1" / "trees.jsonl").exists()
+    data["rounds"][0]["ppm_mix"] = str(extra)
+    with pytest.raises(ValueError, match="ppm_mix must be a list"):
+        EvolutionConfig.from_dict(data)
+
+
 def _evolve_cmd(config: Path, run_dir: Path) -> list[str]:
     return [
         sys.executable,

@@ -58,6 +58,9 @@ class RoundConfig:
     bootstrap data): the paper's later rounds train on the data of every round so far, and a
     small policy fine-tuned on a few hundred of its own solutions alone forgets the rest. A round
     that finds no correct trajectory of its own trains no policy, whatever ``sft_mix`` holds.
+    ``ppm_mix``: likewise, JSONL files of preference pairs (earlier rounds' ``pairs.jsonl``) the
+    PPM trains on together with this round's own; a few hundred pairs a round are too few for a
+    PPM to generalise from. A round with no pairs of its own trains no PPM.
     """
 
     search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
@@ -73,13 +76,16 @@ class RoundConfig:
     pairs_neg: int = 2
     pairs_margin: float = 0.0
     sft_mix: list[str] = field(default_factory=list)
+    ppm_mix: list[str] = field(default_factory=list)
     sft: dict[str, Any] = field(default_factory=dict)
     ppm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sft_mix, str):
-            raise ValueError("sft_mix must be a list of JSONL paths, not one string")
-        self.sft_mix = [str(path) for path in self.sft_mix]
+        for name in ("sft_mix", "ppm_mix"):
+            paths = getattr(self, name)
+            if isinstance(paths, (str, os.PathLike)):
+                raise ValueError(f"{name} must be a list of JSONL paths, not one path")
+            setattr(self, name, [str(path) for path in paths])
         if isinstance(self.search, dict):
             self.search = SearchConfig.from_dict(self.search)
         if self.sft_from not in ("base", "policy"):
@@ -297,6 +303,10 @@ class EvolutionRunner:
             for path in rnd.sft_mix:
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"{name}: sft_mix file not found: {path}")
+        if rnd.train_ppm and not self._stage_done(name, "train_ppm"):
+            for path in rnd.ppm_mix:
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"{name}: ppm_mix file not found: {path}")
         state = self._round_state(name)
         state["policy"] = self.policy_of(index)
         state["ppm_used"] = self.ppm_of(index) if rnd.use_ppm else None
@@ -379,11 +389,15 @@ class EvolutionRunner:
                     "resume": True,
                 }
             )
-            ppm_result = train_ppm(start, read_pairs(rdir / "pairs.jsonl"), ppm_cfg)
+            pairs = list(read_pairs(rdir / "pairs.jsonl"))
+            for path in rnd.ppm_mix:
+                pairs.extend(read_pairs(path))
+            ppm_result = train_ppm(start, pairs, ppm_cfg)
             self._finish_stage(
                 name,
                 "train_ppm",
                 model_dir=str(ppm_result.model_dir),
+                pairs=len(pairs),
                 steps=ppm_result.global_step,
                 final_accuracy=ppm_result.final_accuracy,
             )

@@ -11,7 +11,8 @@ split (6-7 reasoning steps, more than any training problem):
   candidates and tokens per problem of each, so the search budgets can be compared;
 * each self-evolution round's policy on validation: greedy and MCTS without a PPM;
 * the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
-  problems (never trained on), for every round's PPM;
+  problems (never trained on), for every round's PPM, next to a reference oracle that knows the
+  teacher's steps (how far the labels themselves let a judge of step correctness go);
 * seconds and generated tokens per problem, and the rebuild time from ``build.json``.
 
 Targets (issue 7): MCTS+PPM beats greedy by >= 25 points and majority@8 by >= 10 points on hard;
@@ -101,6 +102,8 @@ ROWS = (
     "MCTS",
     "MCTS + PPM",
 )
+#: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
+ORACLE = "reference oracle (knows the teacher's steps)"
 COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
 
 
@@ -216,7 +219,97 @@ def pair_accuracy(
     for name, ppm_dir in ppms:
         model = PPMModel.from_pretrained(ppm_dir, dtype="float32")
         out[name] = evaluate_pairs(model, pairs) if pairs else None
+    if pairs and all(p.get("steps") for p in problems):
+        out[ORACLE] = reference_oracle(pairs, problems, executor)
     return out
+
+
+def _bound_name(code: str) -> str | None:
+    """The name a step's last top-level assignment binds (None: it binds none, e.g. a print)."""
+    import ast
+
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return None
+    for stmt in reversed(body):
+        if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) and isinstance(stmt.target, ast.Name):
+            return stmt.target.id
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[-1], ast.Name):
+            return stmt.targets[-1].id
+    return None
+
+
+def _as_number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def reference_oracle(
+    pairs: list[Any], problems: list[dict[str, Any]], executor: Any
+) -> dict[str, float]:
+    """Pair accuracy of a judge that knows each problem's reference (teacher) solution.
+
+    It ranks a whole solution by its answer, graded against the reference; and a step as right
+    when the value it binds is one the reference solution computes (a step that binds nothing,
+    such as the final print, counts as right). The pairs' labels come from where the policy's
+    rollouts went, so a correct step whose rollouts all failed is a negative: this judge's
+    accuracy is about the most a PPM that knows which steps are correct can score on them.
+    """
+    from rstar_math.format import extract_code
+    from rstar_math.grading import extract_answer, is_equivalent
+    from rstar_math.interfaces import ExecRequest
+
+    by_question = {p["question"]: p for p in problems}
+    # every value the reference solution computes, one print per bound name
+    refs: dict[str, set[float | str]] = {}
+    requests, owners = [], []
+    for question, problem in by_question.items():
+        codes = [code for _, code in problem["steps"]]
+        names = [n for n in (_bound_name(c) for c in codes) if n]
+        requests.append(ExecRequest("\n".join([*codes, *(f"print(repr({n}))" for n in names)])))
+        owners.append(question)
+    for question, res in zip(owners, executor.execute_batch(requests), strict=True):
+        refs[question] = {_as_number(line) for line in res.stdout.splitlines()} if res.ok else set()
+
+    # one request per step that binds a name (all pairs at once: one batch for the executor)
+    step_reqs: list[list[ExecRequest | None]] = []
+    for pair in pairs:
+        context = tuple(extract_code(c) for c in pair.prefix_steps)
+        reqs: list[ExecRequest | None] = []
+        for step in (*pair.pos, *pair.neg):
+            code = extract_code(step)
+            name = _bound_name(code) if pair.level == "step" else None
+            reqs.append(
+                None if name is None else ExecRequest(f"{code}\nprint(repr({name}))", context)
+            )
+        step_reqs.append(reqs)
+    results = iter(executor.execute_batch([r for reqs in step_reqs for r in reqs if r is not None]))
+
+    wins = strict = combos = 0.0
+    for pair, reqs in zip(pairs, step_reqs, strict=True):
+        problem = by_question[pair.question]
+        right: list[bool] = []
+        for text, req in zip((*pair.pos, *pair.neg), reqs, strict=True):
+            if pair.level == "answer":
+                right.append(is_equivalent(extract_answer(text) or "", problem["answer"]))
+            elif req is None:
+                right.append(True)
+            else:
+                res = next(results)
+                last = res.stdout.strip().splitlines()[-1:] if res.ok else []
+                right.append(bool(last) and _as_number(last[0]) in refs[pair.question])
+        pos, neg = right[: len(pair.pos)], right[len(pair.pos) :]
+        for a in pos:
+            for b in neg:
+                combos += 1
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+                strict += a > b
+    if not combos:
+        return {"accuracy": float("nan"), "strict_accuracy": float("nan"), "combos": 0.0}
+    return {"accuracy": wins / combos, "strict_accuracy": strict / combos, "combos": combos}
 
 
 def pct(x: float | None) -> str:

@@ -125,3 +125,75 @@ def test_a_derived_selection_matches_running_that_selection(tiny_trained_policy_
     assert result["n"] == 2 and result["candidates_per_problem"] > 0
     assert result["accuracy"] > 0  # the tiny policy writes these solutions
     assert result["derived"] == {"again": {"accuracy": result["accuracy"]}}
+
+
+PROBLEM = {
+    "question": "Ann has 2 apples. Ben has 3 more apples than Ann. How many apples does Ben have?",
+    "answer": "5",
+    "steps": [["Ann has 2 apples", "ann_apples = 2"], ["Ben has 3 more", "ben = ann_apples + 3"]],
+}
+STEP1 = "<code>\n# Step 1: Ann has 2 apples\nann_apples = 2\n<end_of_step>"
+
+
+def _step(code: str) -> str:
+    return f"\n\n# Step 2: Ben's apples\n{code}\n<end_of_step>"
+
+
+def _solution(answer: str) -> str:
+    return (
+        f"{STEP1}\n\n# Now print the final answer\nprint({answer})\n<end_of_code>\n"
+        f"<output>{answer}<end_of_output>\n"
+        f"<answer>The answer is \\boxed{{{answer}}}.<end_of_answer>"
+    )
+
+
+@pytest.mark.sandbox
+def test_reference_oracle_judges_steps_by_the_reference_values() -> None:
+    """The oracle row: right steps bind a value the teacher computes; answers are graded."""
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.training import PreferencePair
+
+    bench = _bench()
+    q = PROBLEM["question"]
+
+    def step_pair(pos: list[str], neg: list[str]) -> Any:
+        return PreferencePair(q, [STEP1], [_step(c) for c in pos], [_step(c) for c in neg])
+
+    ranked = step_pair(["b = ann_apples + 3"], ["b = ann_apples - 3"])  # oracle right
+    mislabeled = step_pair(["b = 3 * 3"], ["b = 2 + 3"])  # the negative is the right step
+    tie = step_pair(["b = ann_apples + 3"], ["c = ann_apples + 3"])  # both right
+    answer = PreferencePair(q, [], [_solution("5")], [_solution("1"), _solution("5.0")], "answer")
+    printing = step_pair(["print(ann_apples)"], ["b = 7"])  # binds nothing: counts as right
+    executor = SandboxExecutor()
+    try:
+        oracle = bench.reference_oracle
+        assert oracle([ranked], [PROBLEM], executor)["accuracy"] == 1.0
+        assert oracle([mislabeled], [PROBLEM], executor)["accuracy"] == 0.0
+        assert oracle([tie], [PROBLEM], executor) == {
+            "accuracy": 0.5,
+            "strict_accuracy": 0.0,
+            "combos": 1.0,
+        }
+        # 5 vs 1: right; 5 vs 5.0: a tie
+        assert oracle([answer], [PROBLEM], executor)["accuracy"] == 0.75
+        assert oracle([printing], [PROBLEM], executor)["accuracy"] == 1.0
+        everything = oracle([ranked, mislabeled, tie, answer, printing], [PROBLEM], executor)
+        assert everything["combos"] == 6.0 and everything["accuracy"] == pytest.approx(4 / 6)
+    finally:
+        executor.close()
+
+
+def test_the_oracle_row_is_rendered_with_the_ppms() -> None:
+    bench = _bench()
+    out = {
+        "n": 3,
+        "pairs": {
+            "pairs": 4,
+            "problems": 3,
+            "round 2 PPM": {"accuracy": 0.5, "strict_accuracy": 0.5},
+            bench.ORACLE: {"accuracy": 0.9, "strict_accuracy": 0.8},
+        },
+    }
+    text = bench.render(out)
+    assert "| round 2 PPM | 50.0% | 50.0% |" in text
+    assert f"| {bench.ORACLE} | 90.0% | 80.0% |" in text

@@ -465,6 +465,10 @@ def test_cli_generate_with_a_factory_policy(tmp_path: Path) -> None:
     assert [r.correct for r in read_problem_records(out)] == [True, True]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.sandbox
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
@@ -478,7 +482,15 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
         "--num-rollouts", "3", "--num-candidates", "3", "--chunk-size", "1",
         "--output", str(out), "--no-progress",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # what a terminal's Ctrl-C reaches: a job started in the background of a shell without
+        # job control inherits SIGINT ignored, and Python then keeps ignoring it
+        preexec_fn=_default_sigint,
+    )
     deadline = time.monotonic() + 120
     while _lines(out) < 2:
         assert proc.poll() is None and time.monotonic() < deadline

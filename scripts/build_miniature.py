@@ -63,6 +63,9 @@ RECIPE: dict[str, Any] = {
     "n_evolve": 400,  # self-evolution pool (disjoint from the round-1 problems)
     # the pool skips level 1, which the round-1 policy mostly solves already (76% greedy)
     "evolve_levels": ["level2", "level3"],
+    # teacher solutions that open with a backward plan (teacher_solution(plan=True)), so that no
+    # single step needs more than one hop of the problem's dependency graph
+    "teacher_plan": False,
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
@@ -271,7 +274,7 @@ def sft_quota(n_sft: int, levels: list[str], mix: dict[str, float] | None) -> di
 
 
 def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
-    from rstar_math.data.synthetic import make_splits
+    from rstar_math.data.synthetic import make_splits, teacher_solution
 
     levels = list(r["train_levels"])
     quota = sft_quota(r["n_sft"], levels, r.get("sft_level_mix"))
@@ -305,7 +308,11 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     data = run / "data"
     data.mkdir(parents=True, exist_ok=True)
     _write_jsonl(
-        data / "sft_r1.jsonl", [{"question": p.question, "response": p.solution} for p in sft]
+        data / "sft_r1.jsonl",
+        [
+            {"question": p.question, "response": teacher_solution(p, plan=r["teacher_plan"])}
+            for p in sft
+        ],
     )
     _write_jsonl(
         data / "evolve.jsonl",
@@ -334,7 +341,12 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
 
     # the tokenizer corpus is its own seeded sample of training-level problems
     tok = build_tiny_tokenizer(
-        corpus(r["tokenizer_corpus"], seed=r["seed"] + 1000, levels=r["train_levels"]),
+        corpus(
+            r["tokenizer_corpus"],
+            seed=r["seed"] + 1000,
+            levels=r["train_levels"],
+            plan=r["teacher_plan"],
+        ),
         vocab_size=r["vocab_size"],
     )
     model = build_tiny_model(tok, seed=r["seed"], **r["model"])

@@ -204,3 +204,24 @@ def test_without_a_mix_the_teacher_solutions_are_make_splits_first_ones(tmp_path
     ]
     expected = make_splits(recipe["seed"], n_train=30, n_val=3, n_hard=2)["train"][:24]
     assert [r["question"] for r in teacher] == [p.question for p in expected]
+
+
+def test_teacher_plan_writes_planned_solutions_of_the_same_problems(tmp_path: Path) -> None:
+    from rstar_math.data.synthetic import SyntheticProblem, teacher_solution
+
+    build = _script()
+    assert build.RECIPE["teacher_plan"] is False  # the shipped build's solutions have no plan
+    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "teacher_plan": True})
+    build.stage_data(tmp_path, recipe)
+    rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
+    assert all("# Step 1: Plan backwards from what is asked" in r["response"] for r in rows)
+    plain = tmp_path / "plain"
+    build.stage_data(plain, {**recipe, "teacher_plan": False})
+    plain_rows = [json.loads(x) for x in (plain / "data" / "sft_r1.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in rows] == [r["question"] for r in plain_rows]
+    assert not any("Plan backwards" in r["response"] for r in plain_rows)
+    # validation problems keep the graph that a plan is built from
+    val = (tmp_path / "data" / "val.jsonl").read_text().splitlines()
+    assert "Plan backwards" in teacher_solution(
+        SyntheticProblem.from_dict(json.loads(val[0])), plan=True
+    )

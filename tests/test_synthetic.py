@@ -26,6 +26,7 @@ from rstar_math.data.synthetic import (
 from rstar_math.format import (
     ANSWER_END,
     CODE_START,
+    STEP_END,
     PromptTemplate,
     extract_program,
     split_solution,
@@ -215,6 +216,87 @@ def test_teacher_solution_and_records(problems: list[SyntheticProblem]) -> None:
     assert [r.question for r in records] == [q.question for q in problems[:5]]
     assert [r.response for r in records] == [q.solution for q in problems[:5]]
     assert records[0].meta["answer"] == problems[0].answer
+
+
+_PLAN_LINE = re.compile(r"^# (\w+) (?:needs (\w+(?: and \w+)*)|is given)$")
+
+
+def _step_lines(text: str) -> list[str]:
+    text = text.removeprefix(CODE_START).replace(STEP_END, "")
+    return [line for line in text.strip().split("\n") if line]
+
+
+def _plan_and_steps(solution: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """The plan lines (quantity, what it needs) and the quantities the later steps define."""
+    steps = [s for s in split_solution(solution) if s.kind == StepKind.CODE]
+    head, *plan_lines = _step_lines(steps[0].text)
+    assert head == "# Step 1: Plan backwards from what is asked"
+    plan = []
+    for line in plan_lines:
+        m = _PLAN_LINE.match(line)
+        assert m, line
+        plan.append((m.group(1), m.group(2).split(" and ") if m.group(2) else []))
+    defined = []
+    for step in steps[1:]:
+        code = [ln for ln in _step_lines(step.text) if not ln.startswith(("#", "from"))]
+        defined.append(code[-1].split(" = ")[0])
+    return plan, defined
+
+
+def test_a_planned_solution_works_backwards_then_computes_forwards(
+    problems: list[SyntheticProblem],
+) -> None:
+    """One hop per line: the plan starts at what is asked and each line names what a quantity
+    needs; the steps then compute the plan's quantities in reverse, each after what it needs."""
+    for p in problems:
+        planned = teacher_solution(p, plan=True)
+        out, _ = _run(extract_program(planned))
+        assert out == p.answer, planned
+        plan, defined = _plan_and_steps(planned)
+        assert plan[0][0] == p.target
+        assert defined == [var for var, _ in reversed(plan)]
+        assert sorted(defined) == sorted(var for var, _ in p.meta["step_deps"])
+        needs = dict(plan)
+        for i, var in enumerate(defined):
+            assert set(needs[var]) <= set(defined[:i])
+        for var, need in plan:  # everything a line needs is planned on a later line
+            assert all(plan.index((n, needs[n])) > plan.index((var, need)) for n in need)
+        # the same steps as the unplanned solution, reordered (sympy set up once, when first used)
+        assert len(defined) == p.hops
+        assert planned.count("from sympy import") == p.solution.count("from sympy import")
+        if "solve(" in planned:
+            assert planned.index("from sympy import") < planned.index("solve(")
+
+
+def test_a_branching_problem_is_planned_depth_first() -> None:
+    p = next(
+        q
+        for q in generate_problems(200, "hard", seed=2)
+        if sum(len(d) > 1 for _, d in q.meta["step_deps"]) >= 2
+    )
+    plan, defined = _plan_and_steps(teacher_solution(p, plan=True))
+    position = {var: i for i, var in enumerate(defined)}
+    for var, need in plan:
+        for n in need:  # a quantity is computed right after the last of its needs' subtrees
+            assert position[n] < position[var]
+        if need:
+            assert position[need[-1]] == position[var] - 1
+
+
+def test_planning_needs_the_dependency_graph(problems: list[SyntheticProblem]) -> None:
+    data = problems[0].to_dict()
+    del data["meta"]["step_deps"]
+    old = SyntheticProblem.from_dict(data)
+    assert teacher_solution(old) == old.solution  # the unplanned solution needs no graph
+    with pytest.raises(ValueError, match="step_deps"):
+        teacher_solution(old, plan=True)
+
+
+def test_a_planned_corpus_holds_the_plan_lines() -> None:
+    plain, planned = corpus(10, seed=4), corpus(10, seed=4, plan=True)
+    assert not any(" needs " in t for t in plain[:10])
+    assert all("# Step 1: Plan backwards" in t for t in planned[:10])
+    assert plain[-1] == planned[-1]
 
 
 def test_corpus_uses_the_sft_prompt() -> None:

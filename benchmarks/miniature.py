@@ -13,6 +13,8 @@ split (6-7 reasoning steps, more than any training problem):
 * the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
   problems (never trained on), for every round's PPM, next to a reference oracle that knows the
   teacher's steps (how far the labels themselves let a judge of step correctness go);
+* whether each PPM reads the question at all: teacher steps that add ("more") or subtract
+  ("fewer") against the same step with sign and word flipped (:func:`relation_flip_pairs`);
 * seconds and generated tokens per problem, and the rebuild time from ``build.json``.
 
 Targets (issue 7): MCTS+PPM beats greedy by >= 25 points and majority@8 by >= 10 points on hard;
@@ -42,6 +44,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -224,6 +227,66 @@ def pair_accuracy(
     return out
 
 
+def relation_flip(ppms: list[tuple[str, str]], problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each PPM's accuracy on :func:`relation_flip_pairs`, per sign of the teacher's step."""
+    from rstar_math.scorers import PPMModel
+    from rstar_math.training import evaluate_pairs
+
+    flips = relation_flip_pairs(problems)
+    out: dict[str, Any] = {"pairs": len(flips["+"]), "ppms": {}}
+    if not flips["+"]:
+        return out
+    for name, ppm_dir in ppms:
+        model = PPMModel.from_pretrained(ppm_dir, dtype="float32")
+        acc = {sign: evaluate_pairs(model, flips[sign])["accuracy"] for sign in "+-"}
+        out["ppms"][name] = {"plus": acc["+"], "minus": acc["-"]}
+    return out
+
+
+#: A teacher step ``x = y + 4`` / ``x = y - 4`` whose comment states the relation in words.
+_SIGNED_STEP = re.compile(r"^(\w+) = (\w+) ([+-]) (\d+)$")
+_RELATION_WORDS = {"+": ("more",), "-": ("fewer", "less")}
+
+
+def relation_flip_pairs(problems: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Teacher steps against the same step with the relation flipped, by the teacher's sign.
+
+    For every reference step ``x = y + d`` whose comment says "more" (or ``x = y - d`` saying
+    "fewer"/"less"), the pair's positive is the step and its negative the same step with sign
+    and word swapped, after the same teacher prefix. Both steps are well formed and consistent
+    with themselves, so only the question tells them apart: a PPM that reads the question ranks
+    both kinds, one that has learned a prior over steps ranks one kind and fails the other.
+    Equal numbers of each kind (the first ones in problem order).
+    """
+    from rstar_math.format import split_solution
+    from rstar_math.training import PreferencePair
+
+    found: dict[str, list[Any]] = {"+": [], "-": []}
+    for problem in problems:
+        chunks = [step.text for step in split_solution(problem.get("solution", ""))]
+        for i, chunk in enumerate(chunks):
+            lines = chunk.rstrip().split("\n")
+            if len(lines) < 3 or not lines[-1].endswith("<end_of_step>"):
+                continue
+            comment, code = lines[-3], lines[-2]
+            m = _SIGNED_STEP.match(code)
+            if not m or not comment.lstrip().startswith("#"):
+                continue
+            sign = m.group(3)
+            words = [w for w in _RELATION_WORDS[sign] if re.search(rf"\b{w}\b", comment)]
+            if len(words) != 1:
+                continue
+            other = "-" if sign == "+" else "+"
+            flipped_comment = re.sub(rf"\b{words[0]}\b", _RELATION_WORDS[other][0], comment)
+            flipped_code = f"{m.group(1)} = {m.group(2)} {other} {m.group(4)}"
+            flipped = "\n".join([*lines[:-3], flipped_comment, flipped_code, lines[-1]])
+            found[sign].append(
+                PreferencePair(problem["question"], chunks[:i], [chunk], [flipped], "step")
+            )
+    n = min(len(found["+"]), len(found["-"]))
+    return {sign: pairs[:n] for sign, pairs in found.items()}
+
+
 def _bound_name(code: str) -> str | None:
     """The name a step's last top-level assignment binds (None: it binds none, e.g. a print)."""
     import ast
@@ -331,6 +394,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         if job["kind"] == "pairs":
             result: Any = pair_accuracy(job["policy"], job["ppms"], executor, job["problems"], seed)
+        elif job["kind"] == "flip":
+            result = relation_flip(job["ppms"], job["problems"])
         else:
             generator = HFGenerator(job["policy"], device="cpu", max_batch_size=256, seed=seed)
             scorer = None
@@ -400,9 +465,19 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
             **base, "kind": "pairs", "key": ["pairs"], "policy": policy, "ppms": ppms,
             "problems": splits["val"],
         })  # fmt: skip
+        # scoring only, so the whole validation split: more pairs, a tighter estimate
+        jobs.append({
+            **base, "kind": "flip", "key": ["flip"], "ppms": ppms,
+            "problems": load_split(run, "val", sys.maxsize),
+        })  # fmt: skip
     # the longest first, so the workers finish together
     weight = {"mcts": 8, "beam": 6, "best_of_n": 5, "greedy": 1}
-    jobs.sort(key=lambda j: -(10 if j["kind"] == "pairs" else weight[j["search"]["algorithm"]]))
+    size = {"pairs": 10, "flip": 0}  # the flip probe only scores: last
+
+    def cost(job: dict[str, Any]) -> int:
+        return size[job["kind"]] if job["kind"] in size else weight[job["search"]["algorithm"]]
+
+    jobs.sort(key=lambda j: -cost(j))
     return jobs
 
 
@@ -516,6 +591,8 @@ def record_result(out: dict[str, Any], key: list[Any], result: dict[str, Any]) -
             out["methods"][f"{split}/{row}"] = {**result, **extra, "derived_from": key[1]}
     elif key[0] == "rounds":
         out["rounds"][key[1]][key[2]] = result
+    elif key[0] == "flip":
+        out["flip"] = result
     else:
         out["pairs"] = result
 
@@ -527,12 +604,15 @@ def render(out: dict[str, Any]) -> str:
         f"temperature {COMMON['temperature']}; `python benchmarks/miniature.py` "
         f"({out.get('jobs', 1)} searches at a time, {out.get('wall_seconds', 0) / 60:.1f} min "
         "in all).",
-        "",
-        "| method | val acc | hard acc | hard: any trajectory correct | step candidates / "
-        "problem (hard) | tokens / problem (hard) | s / problem (val, hard) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     table = out.get("methods", {})
+    if table:  # none when only the PPM measurements ran (--methods "")
+        lines += [
+            "",
+            "| method | val acc | hard acc | hard: any trajectory correct | step candidates / "
+            "problem (hard) | tokens / problem (hard) | s / problem (val, hard) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for method in ROWS:
         v, h = table.get(f"val/{method}"), table.get(f"hard/{method}")
         if v is None or h is None:
@@ -581,6 +661,22 @@ def render(out: dict[str, Any]) -> str:
         for name, res in pairs.items():
             if isinstance(res, dict):
                 lines.append(f"| {name} | {pct(res['accuracy'])} | {pct(res['strict_accuracy'])} |")
+    flips = out.get("flip")
+    if flips and flips.get("ppms"):
+        n = flips["pairs"]
+        lines += [
+            "",
+            f'Does the PPM read the question? {n} teacher steps that add ("more") and {n} '
+            'that subtract ("fewer") from the solutions of all validation problems, each '
+            "against the same step with sign and word flipped; only the question tells which "
+            "is right (a PPM blind to it ranks one kind and fails the other):",
+            "",
+            '| PPM | right on "more" steps | right on "fewer" steps | mean |',
+            "| --- | --- | --- | --- |",
+        ]
+        for name, res in flips["ppms"].items():
+            mean = (res["plus"] + res["minus"]) / 2
+            lines.append(f"| {name} | {pct(res['plus'])} | {pct(res['minus'])} | {pct(mean)} |")
     for failure in out.get("failures", []):
         lines.append(f"- failed job {failure}")
     build = out.get("build")

@@ -197,3 +197,52 @@ def test_the_oracle_row_is_rendered_with_the_ppms() -> None:
     text = bench.render(out)
     assert "| round 2 PPM | 50.0% | 50.0% |" in text
     assert f"| {bench.ORACLE} | 90.0% | 80.0% |" in text
+
+
+def test_relation_flip_pairs_differ_from_the_teacher_step_only_in_sign_and_word() -> None:
+    from rstar_math.data.synthetic import generate_problems
+    from rstar_math.format import split_solution
+
+    bench = _bench()
+    problems = [p.to_dict() for p in generate_problems(120, ["level2", "level3"], seed=5)]
+    flips = bench.relation_flip_pairs(problems)
+    assert len(flips["+"]) == len(flips["-"]) >= 5
+    by_question = {p["question"]: p for p in problems}
+    for sign, other, word, other_word in (("+", "-", "more", "fewer"), ("-", "+", None, "more")):
+        for pair in flips[sign]:
+            steps = [s.text for s in split_solution(by_question[pair.question]["solution"])]
+            (pos,), (neg,) = pair.pos, pair.neg
+            assert (
+                pos == steps[len(pair.prefix_steps)]
+                and pair.prefix_steps == steps[: len(pair.prefix_steps)]
+            )
+            code_pos, code_neg = pos.split("\n")[-2], neg.split("\n")[-2]
+            assert f" {sign} " in code_pos and code_neg == code_pos.replace(
+                f" {sign} ", f" {other} "
+            )
+            comment_pos, comment_neg = pos.split("\n")[-3], neg.split("\n")[-3]
+            assert f" {other_word} " in comment_neg and comment_neg != comment_pos
+            if word:
+                assert comment_neg == comment_pos.replace(f" {word} ", f" {other_word} ")
+    assert bench.relation_flip_pairs([]) == {"+": [], "-": []}
+
+
+def test_the_relation_flip_table_is_rendered_per_ppm(tmp_path: Path) -> None:
+    bench = _bench()
+    out = {
+        "n": 3,
+        "pairs": {
+            "pairs": 4,
+            "problems": 3,
+            "round 2 PPM": {"accuracy": 0.5, "strict_accuracy": 0.5},
+        },
+        "flip": {"pairs": 16, "ppms": {"round 2 PPM": {"plus": 1.0, "minus": 0.0}}},
+    }
+    text = bench.render(out)
+    assert "16 teacher steps that add" in text
+    assert "| method |" not in text  # no empty method table when only the PPMs were measured
+    assert "| round 2 PPM | 100.0% | 0.0% | 50.0% |" in text
+    assert "Does the PPM read the question?" not in bench.render({**out, "flip": None})
+    jobs = bench.plan_jobs(_args(skip_pairs=False, methods=""), _run_dir(tmp_path), "p", "q")
+    assert [j["kind"] for j in jobs] == ["pairs", "flip"]
+    assert jobs[1]["ppms"] == [("shipped", "q")]

@@ -19,12 +19,16 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
    randomly initialised tiny Qwen2 (:mod:`rstar_math.models.tiny`).
 3. ``sft_r1`` (round 1, the bootstrap): :func:`rstar_math.training.train_sft` on the teacher
    solutions. The teacher plays the role of the paper's few-shot-prompted bootstrap model.
-4. ``evolve``: :class:`rstar_math.evolution.EvolutionRunner` runs the further rounds on the
+4. ``ref_pairs`` (off unless ``ppm_reference.problems`` > 0): PPM pairs checked against the
+   teacher (:func:`rstar_math.training.reference_step_pairs`): the round-1 policy proposes next
+   steps at every prefix of teacher solutions; each runs after the teacher's earlier steps and is
+   right when the names it binds hold the teacher's values. Every round's PPM trains on them too.
+5. ``evolve``: :class:`rstar_math.evolution.EvolutionRunner` runs the further rounds on the
    self-evolution pool: round 2 = terminal-guided MCTS with the round-1 policy -> SFT on its top-2
    correct trajectories per problem (mixed with a replay sample of the teacher solutions) + PPM
    trained on its preference pairs; round 3 = MCTS guided by that PPM with the round-2 policy ->
    SFT (its own trajectories, round 2's and the replay sample) + PPM again.
-5. ``install``: copies the final policy and PPM (safetensors, config, tokenizer) into
+6. ``install``: copies the final policy and PPM (safetensors, config, tokenizer) into
    ``src/rstar_math/models/miniature/{policy,ppm}`` (with ``build_info.json``).
 
 Timings of every stage go to ``RUN/build.json`` (and the log). Torch runs with one intra-op
@@ -131,11 +135,17 @@ RECIPE: dict[str, Any] = {
         "save_every": 200,
         "log_every": 20,
     },
+    # PPM pairs checked against the teacher (rstar_math.training.reference_step_pairs): the
+    # round-1 policy proposes next steps at every prefix of teacher solutions it was trained on;
+    # each proposal runs after the teacher's earlier steps and is right when what it binds
+    # matches the teacher. Every round's PPM trains on them as well as on its tree pairs.
+    # problems=0: tree pairs only
+    "ppm_reference": {"problems": 0, "samples": 4, "temperature": 0.7},
     "chunk_size": 100,
     "generator_max_batch_size": 400,
 }
 
-STAGES = ("data", "init", "sft_r1", "evolve", "install")
+STAGES = ("data", "init", "sft_r1", "ref_pairs", "evolve", "install")
 #: Files copied into the package (whatever of them the checkpoint has).
 SHIP_FILES = (
     "config.json",
@@ -376,12 +386,45 @@ def stage_sft_r1(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]
     return {"model_dir": str(result.model_dir), "steps": result.global_step, "final_loss": last}
 
 
+def stage_ref_pairs(run: Path, r: dict[str, Any]) -> dict[str, Any]:
+    """``RUN/data/ref_pairs.jsonl``: round-1 policy proposals checked against the teacher."""
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.generators import HFGenerator
+    from rstar_math.training import ReferencePairsConfig, reference_step_pairs, write_jsonl
+
+    spec = r["ppm_reference"]
+    path = run / "data" / "ref_pairs.jsonl"
+    if not spec["problems"]:
+        write_jsonl(path, [])
+        return {"pairs": 0}
+    rows = _read_jsonl(run / "data" / "sft_r1.jsonl")
+    sample = random.Random(r["seed"] + 3000).sample(rows, min(spec["problems"], len(rows)))
+    generator = HFGenerator(
+        run / "sft_r1" / "final",
+        device="cpu",
+        max_batch_size=r["generator_max_batch_size"],
+        seed=r["seed"],
+    )
+    config = ReferencePairsConfig(
+        samples=spec["samples"],
+        temperature=spec["temperature"],
+        max_step_tokens=r["search"]["max_step_tokens"],
+        batch_problems=r["chunk_size"],
+        seed=r["seed"],
+    )
+    with SandboxExecutor() as executor:
+        result = reference_step_pairs(sample, generator, executor, config)
+    write_jsonl(path, result.pairs)
+    return result.summary()
+
+
 def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
     from rstar_math.evolution import EvolutionConfig, RoundConfig
 
     policy_r1 = str(run / "sft_r1" / "final")
     replay = str(run / "data" / "replay.jsonl")
     round2_sft = str(run / "evolution" / "round_1" / "sft.jsonl")
+    ref_pairs = [str(run / "data" / "ref_pairs.jsonl")] if r["ppm_reference"]["problems"] else []
     search = dict(r["search"])
     sft = {**r["round_sft"], "device": "cpu"}
     ppm = {**r["round_ppm"], "device": "cpu"}
@@ -395,6 +438,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             sft_mix=[replay],
             sft=dict(sft),
             ppm=dict(ppm),
+            ppm_mix=list(ref_pairs),
         ),
         # round 3: MCTS guided by the round-2 PPM, with the round-2 policy
         RoundConfig(
@@ -405,6 +449,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             sft_mix=[replay, round2_sft],
             sft=dict(sft),
             ppm=dict(ppm),
+            ppm_mix=list(ref_pairs),
         ),
     ]
     return EvolutionConfig(
@@ -544,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": lambda: stage_data(run, recipe),
         "init": lambda: stage_init(run, recipe),
         "sft_r1": lambda: stage_sft_r1(run, recipe, args.progress),
+        "ref_pairs": lambda: stage_ref_pairs(run, recipe),
         "evolve": lambda: stage_evolve(run, recipe, args.progress),
         "install": lambda: stage_install(build, Path(args.install_dir)),
     }

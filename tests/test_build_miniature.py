@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+from rstar_math.training import read_pairs
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "build_miniature.py"
 
@@ -37,6 +39,7 @@ SMALL = {
         "max_position_embeddings": 1024,
     },
     "sft_r1": {"batch_size": 4, "save_every": 2, "log_every": 1},
+    "ppm_reference": {"problems": 4},
 }
 
 
@@ -96,9 +99,25 @@ def test_build_stages_resume_and_install(tmp_path: Path) -> None:
     assert json.loads((run / "build.json").read_text())["stages"] == state["stages"]
     assert (run / "sft_r1" / "final" / "model.safetensors").read_bytes() == before
 
+    # reference-checked PPM pairs from the round-1 policy's proposals on teacher solutions
+    done = _run(*args, "--until", "ref_pairs")
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((run / "build.json").read_text())["stages"]["ref_pairs"]
+    assert info["problems"] == 4 and info["skipped_problems"] == 0
+    assert info["right"] + info["wrong"] + info["unlabeled"] == info["proposals"]
+    ref_pairs = run / "data" / "ref_pairs.jsonl"
+    written = list(read_pairs(ref_pairs))
+    assert len(written) == info["pairs"]
+    teacher = {json.loads(line)["question"] for line in (run / "data" / "sft_r1.jsonl").open()}
+    assert all(p.question in teacher and p.meta["source"] == "reference" for p in written)
+
     # the rounds it asks the evolution runner for: terminal-guided, then PPM-guided
     recipe = build.merge_recipe(build.RECIPE, SMALL)
     config = build.evolution_config(run, recipe, progress=False)
+    # both rounds' PPMs train on the reference pairs too (none with problems=0)
+    assert [r.ppm_mix for r in config.rounds] == [[str(ref_pairs)]] * 2
+    plain = build.merge_recipe(recipe, {"ppm_reference": {"problems": 0}})
+    assert [r.ppm_mix for r in build.evolution_config(run, plain, False).rounds] == [[], []]
     assert config.base_policy == str(run / "sft_r1" / "final")
     assert [r.use_ppm for r in config.rounds] == [False, True]
     # round 2 trains on its own trajectories + replayed teacher solutions; round 3 adds round 2's

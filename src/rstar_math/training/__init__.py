@@ -42,6 +42,12 @@ from .records import (
     split_step_chunks,
     write_jsonl,
 )
+from .reference_pairs import (
+    ReferencePairs,
+    ReferencePairsConfig,
+    bound_names,
+    reference_step_pairs,
+)
 
 if TYPE_CHECKING:
     from .ppm_trainer import (
@@ -62,10 +68,13 @@ __all__ = [
     "PPMTrainingConfig",
     "PPMTrainingResult",
     "PreferencePair",
+    "ReferencePairs",
+    "ReferencePairsConfig",
     "SFTRecord",
     "SFTTrainingConfig",
     "SFTTrainingResult",
     "add_step_markers",
+    "bound_names",
     "config_to_dict",
     "evaluate_pairs",
     "extract_pairs",
@@ -77,6 +86,7 @@ __all__ = [
     "read_pairs",
     "read_sft_records",
     "read_trees",
+    "reference_step_pairs",
     "select_sft",
     "split_step_chunks",
     "subtree_outcomes",

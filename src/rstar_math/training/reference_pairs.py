@@ -1,0 +1,384 @@
+"""PPM preference pairs checked against reference solutions, one step at a time.
+
+Why: the paper labels a step by the Q value its MCTS rollouts earn, which needs many rollouts per
+problem to be reliable; a self-evolution round over a few hundred problems yields a few hundred
+pairs, and a PPM trained on so few learns which *kinds* of step tend to succeed rather than
+whether a step says what the question says. When training problems come with a reference code
+solution (a teacher's, a dataset's), a step can be checked directly instead: at every prefix of
+the reference solution the policy proposes a few next steps, each runs after the reference's
+earlier steps, and a step is *right* when every name it binds is one the reference binds, with
+the same value. The pairs set the reference step (and the policy's right steps) against the
+policy's wrong ones at the same prefix: the policy's own mistakes, each labelled exactly.
+
+A final code step is right when what it prints is the reference answer; an answer step when its
+boxed answer is. Steps that bind nothing (a comment, a bare print) get no label. The result is
+ordinary step-level :class:`~rstar_math.training.PreferencePair` records (``meta["source"] ==
+"reference"``) that the PPM trainer takes as they are, alone or mixed with tree pairs.
+
+Typical use::
+
+    from rstar_math.training import ReferencePairsConfig, reference_step_pairs
+
+    result = reference_step_pairs(records, generator, executor, ReferencePairsConfig(samples=4))
+    write_jsonl("ref_pairs.jsonl", result.pairs)
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rstar_math.format import (
+    ANSWER_START,
+    CODE_END,
+    STOP_MARKERS,
+    Prompter,
+    PromptTemplate,
+    extract_boxed,
+    extract_code,
+    format_output,
+    parse_step,
+)
+from rstar_math.grading import is_equivalent
+from rstar_math.interfaces import ExecRequest, Executor, GenerationRequest, Generator
+from rstar_math.tree import StepKind
+
+from .records import PreferencePair, SFTRecord, split_step_chunks
+
+__all__ = ["ReferencePairs", "ReferencePairsConfig", "bound_names", "reference_step_pairs"]
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of the lines that report a bound name's value (never printed by a solution itself).
+_BIND_MARK = "@@rstar-bind@@"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencePairsConfig:
+    """How many steps to propose at each reference prefix and how to sample them.
+
+    ``samples``: next steps drawn from the policy at every prefix. ``temperature``/``top_p``:
+    sampling (the search's defaults). ``num_pos``/``num_neg``: at most this many right / wrong
+    steps per pair (the paper's 2 and 2). ``include_reference``: the reference step is the first
+    positive (a pair then needs only one wrong proposal). ``batch_problems``: problems whose
+    prefixes go to the generator in one call.
+    """
+
+    samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_step_tokens: int = 256
+    num_pos: int = 2
+    num_neg: int = 2
+    include_reference: bool = True
+    batch_problems: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "max_step_tokens", "num_pos", "num_neg", "batch_problems"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ReferencePairsConfig.{name} must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("ReferencePairsConfig.temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("ReferencePairsConfig.top_p must be in (0, 1]")
+
+
+@dataclass(slots=True)
+class ReferencePairs:
+    """The pairs and what the labelling saw (``right + wrong + unlabeled == proposals``)."""
+
+    pairs: list[PreferencePair] = field(default_factory=list)
+    problems: int = 0
+    skipped_problems: int = 0  # reference solutions that do not run or give no answer
+    prefixes: int = 0
+    proposals: int = 0  # parsed (valid) proposed steps
+    invalid: int = 0  # proposals without a stop marker or otherwise unusable
+    right: int = 0
+    wrong: int = 0
+    unlabeled: int = 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "pairs": len(self.pairs),
+            "problems": self.problems,
+            "skipped_problems": self.skipped_problems,
+            "prefixes": self.prefixes,
+            "proposals": self.proposals,
+            "invalid": self.invalid,
+            "right": self.right,
+            "wrong": self.wrong,
+            "unlabeled": self.unlabeled,
+        }
+
+
+def bound_names(code: str) -> list[str] | None:
+    """Names a step's top-level statements assign, in order (None: the code does not parse)."""
+    try:
+        with warnings.catch_warnings():  # model output such as "2x" warns before it fails
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    names: list[str] = []
+
+    def add(target: ast.expr) -> None:
+        if isinstance(target, ast.Name):
+            if target.id not in names:
+                names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                add(elt)
+
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                add(target)
+        elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+            add(stmt.target)
+    return names
+
+
+def _with_reports(code: str, names: Sequence[str]) -> str:
+    reports = [f"print({_BIND_MARK!r}, {name!r}, repr({name}))" for name in names]
+    return "\n".join([code, *reports])
+
+
+def _split_reports(stdout: str) -> tuple[dict[str, str], str]:
+    """(name -> repr of its value, the rest of stdout)."""
+    values: dict[str, str] = {}
+    rest: list[str] = []
+    for line in stdout.splitlines(keepends=True):
+        if line.startswith(_BIND_MARK + " "):
+            _, name, value = line.rstrip("\n").split(" ", 2)
+            values[name] = value
+        else:
+            rest.append(line)
+    return values, "".join(rest)
+
+
+def _same_value(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        x, y = float(a), float(b)
+    except ValueError:
+        return False
+    return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _chunk_kind(chunk: str) -> StepKind:
+    if ANSWER_START in chunk:
+        return StepKind.ANSWER
+    if CODE_END in chunk:
+        return StepKind.FINAL_CODE
+    return StepKind.CODE
+
+
+def _step_text(chunk: str, kind: StepKind) -> str:
+    """A chunk as the policy writes it: a final code step without the output spliced after it."""
+    if kind == StepKind.FINAL_CODE:
+        return chunk[: chunk.index(CODE_END) + len(CODE_END)]
+    return chunk
+
+
+@dataclass(slots=True)
+class _Problem:
+    index: int
+    question: str
+    chunks: list[str]
+    kinds: list[StepKind]
+    answer: str
+    reference: dict[str, str] = field(default_factory=dict)
+
+    def codes_before(self, k: int) -> tuple[str, ...]:
+        return tuple(
+            extract_code(c)
+            for c, kind in zip(self.chunks[:k], self.kinds[:k])
+            if kind != StepKind.ANSWER
+        )
+
+
+def _as_record(item: SFTRecord | Mapping[str, Any], index: int) -> tuple[str, str]:
+    if isinstance(item, SFTRecord):
+        return item.question, item.response
+    if not isinstance(item, Mapping):
+        raise TypeError(f"reference record {index} is a {type(item).__name__}, not a mapping")
+    question = item.get("question")
+    solution = item.get("response", item.get("solution"))
+    if not isinstance(question, str) or not isinstance(solution, str):
+        raise ValueError(
+            f"reference record {index} needs string 'question' and 'response' (or 'solution') "
+            f"fields (keys: {sorted(item)})"
+        )
+    return question, solution
+
+
+def _parse_problem(index: int, question: str, solution: str) -> _Problem | None:
+    chunks = split_step_chunks(solution)
+    kinds = [_chunk_kind(c) for c in chunks]
+    answer = extract_boxed(solution)
+    if answer is None or StepKind.FINAL_CODE not in kinds:
+        logger.warning("reference record %d has no final code step or no boxed answer", index)
+        return None
+    return _Problem(index, question, chunks, kinds, answer)
+
+
+def reference_step_pairs(
+    records: Iterable[SFTRecord | Mapping[str, Any]],
+    generator: Generator,
+    executor: Executor,
+    config: ReferencePairsConfig | None = None,
+    prompt: Prompter | None = None,
+) -> ReferencePairs:
+    """Step-level PPM pairs from the policy's proposals at every prefix of reference solutions.
+
+    ``records``: ``{"question", "response"}`` mappings or :class:`SFTRecord` s whose response is a
+    complete solution in the library's format (code steps, a final code step, a boxed answer).
+    ``generator``: the policy whose mistakes the PPM should learn to spot. ``prompt``: the
+    template the policy and PPM see (default :meth:`PromptTemplate.sft`). A reference that does
+    not run, or has no boxed answer, is skipped with a warning.
+    """
+    cfg = config or ReferencePairsConfig()
+    template = prompt or PromptTemplate.sft()
+    out = ReferencePairs()
+    problems: list[_Problem] = []
+    for i, item in enumerate(records):
+        question, solution = _as_record(item, i)
+        out.problems += 1
+        parsed = _parse_problem(i, question, solution)
+        if parsed is None:
+            out.skipped_problems += 1
+        else:
+            problems.append(parsed)
+    for start in range(0, len(problems), cfg.batch_problems):
+        _label_batch(
+            problems[start : start + cfg.batch_problems], generator, executor, cfg, template, out
+        )
+    logger.info("reference pairs: %s", out.summary())
+    return out
+
+
+def _label_batch(
+    batch: list[_Problem],
+    generator: Generator,
+    executor: Executor,
+    cfg: ReferencePairsConfig,
+    template: Prompter,
+    out: ReferencePairs,
+) -> None:
+    # 1. every value each reference solution binds
+    ref_requests = []
+    for p in batch:
+        codes = p.codes_before(len(p.chunks))
+        names = [n for code in codes for n in (bound_names(code) or [])]
+        ref_requests.append(ExecRequest(_with_reports("\n".join(codes), names)))
+    usable: list[_Problem] = []
+    for p, res in zip(batch, executor.execute_batch(ref_requests), strict=True):
+        if not res.ok:
+            logger.warning(
+                "reference record %d does not run (%s: %s); skipped",
+                p.index,
+                res.error_type,
+                res.error_message,
+            )
+            out.skipped_problems += 1
+            continue
+        p.reference, _ = _split_reports(res.stdout)
+        usable.append(p)
+
+    # 2. the policy's proposals at every prefix that ends before a code step of the reference
+    sites = [(p, k) for p in usable for k, kind in enumerate(p.kinds) if kind != StepKind.ANSWER]
+    out.prefixes += len(sites)
+    requests = [
+        GenerationRequest(
+            prompt=template.render(p.question) + "".join(p.chunks[:k]),
+            n=cfg.samples,
+            stop=STOP_MARKERS,
+            max_tokens=cfg.max_step_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=cfg.seed * 1_000_003 + p.index * 101 + k,
+        )
+        for p, k in sites
+    ]
+    results = generator.generate(requests) if requests else []
+    if len(results) != len(requests):
+        raise RuntimeError(
+            f"the generator returned {len(results)} results for {len(requests)} requests"
+        )
+
+    # 3. run each proposal after the reference's earlier steps
+    proposals: list[list[tuple[StepKind, str, str | None, list[str] | None]]] = []
+    exec_requests: list[ExecRequest] = []
+    for (p, k), result in zip(sites, results, strict=True):
+        seen: set[str] = {_step_text(p.chunks[k], p.kinds[k]).strip()}
+        mine = []
+        for completion in result.completions:
+            step = parse_step(completion.text, completion.stop)
+            if step.kind is StepKind.INVALID:
+                out.invalid += 1
+                continue
+            key = step.text.strip()
+            if key in seen:  # the reference step itself, or a duplicate proposal
+                continue
+            seen.add(key)
+            names = bound_names(step.code) if step.kind != StepKind.ANSWER else []
+            mine.append((step.kind, step.text, step.answer, names))
+            if step.kind != StepKind.ANSWER:
+                exec_requests.append(
+                    ExecRequest(_with_reports(step.code, names or []), p.codes_before(k))
+                )
+        proposals.append(mine)
+    exec_results = iter(executor.execute_batch(exec_requests) if exec_requests else [])
+
+    # 4. label and pair
+    for (p, k), mine in zip(sites, proposals, strict=True):
+        right: list[str] = [p.chunks[k]] if cfg.include_reference else []
+        wrong: list[str] = []
+        for kind, text, answer, names in mine:
+            out.proposals += 1
+            verdict: bool | None
+            chunk = text
+            if kind == StepKind.ANSWER:
+                verdict = answer is not None and is_equivalent(answer, p.answer)
+            else:
+                res = next(exec_results)
+                values, printed = _split_reports(res.stdout) if res.ok else ({}, "")
+                if not res.ok or names is None:
+                    verdict = False
+                elif kind == StepKind.FINAL_CODE:
+                    chunk = text + format_output(printed)
+                    last = printed.strip().splitlines()[-1:]
+                    verdict = bool(last) and is_equivalent(last[0], p.answer)
+                elif not names:
+                    verdict = None
+                else:
+                    verdict = all(
+                        n in p.reference and n in values and _same_value(values[n], p.reference[n])
+                        for n in names
+                    )
+            if verdict is None:
+                out.unlabeled += 1
+            elif verdict:
+                out.right += 1
+                right.append(chunk)
+            else:
+                out.wrong += 1
+                wrong.append(chunk)
+        if right and wrong:
+            out.pairs.append(
+                PreferencePair(
+                    question=p.question,
+                    prefix_steps=list(p.chunks[:k]),
+                    pos=right[: cfg.num_pos],
+                    neg=wrong[: cfg.num_neg],
+                    level="step",
+                    meta={"source": "reference", "record": p.index, "step": k},
+                )
+            )

@@ -1,0 +1,195 @@
+"""Reference-checked PPM pairs: each proposed step is labelled by running it after the reference.
+
+The policy is scripted here (its proposals are the input under test); the executor is the real
+sandbox, since labels come from what the code really binds. One test runs a real tiny model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rstar_math.executors.sandbox import SandboxExecutor
+from rstar_math.format import PromptTemplate
+from rstar_math.generators.scripted import ScriptedGenerator
+from rstar_math.training import (
+    PreferencePair,
+    ReferencePairsConfig,
+    SFTRecord,
+    bound_names,
+    reference_step_pairs,
+    split_step_chunks,
+)
+
+QUESTION = "Ann has 5 apples. Ben has 3 more apples than Ann. How many apples does Ben have?"
+STEP1 = "<code>\n# Step 1: Ann has 5 apples\nann = 5\n<end_of_step>"
+STEP2 = "\n\n# Step 2: Ben has 3 more than Ann\nben = ann + 3\n<end_of_step>"
+FINAL = "\n\n# Now print the final answer\nprint(ben)\n<end_of_code>\n<output>8<end_of_output>\n"
+ANSWER = "<answer>The answer is \\boxed{8}.<end_of_answer>"
+REFERENCE = STEP1 + STEP2 + FINAL + ANSWER
+
+#: what the "policy" proposes after each prefix (the longest matching prompt end wins)
+PROPOSALS = {
+    "": [
+        STEP1,  # the reference step itself: not a proposal of its own
+        "<code>\n# Step 1: Ann has five apples\nann = 5\n<end_of_step>",  # right, other words
+        "<code>\n# Step 1: Ann has 3 apples\nann = 3\n<end_of_step>",  # wrong number
+    ],
+    "ann = 5\n<end_of_step>": [
+        "\n\n# Step 2: Ben has 3 fewer than Ann\nben = ann - 3\n<end_of_step>",  # flipped
+        "\n\n# Step 2: let me think\n<end_of_step>",  # binds nothing: no label
+        "\n\n# Step 2: the cake\ncake = 8\n<end_of_step>",  # a name the reference never binds
+        "\n\n# Step 2: Ben\nben = anne + 3\n<end_of_step>",  # NameError
+    ],
+    "ben = ann + 3\n<end_of_step>": [
+        "\n\n# Now print the final answer\nprint(ann)\n<end_of_code>",  # prints the wrong value
+        "\n\n# Print it\nprint(ben)\n<end_of_code>",  # right
+        "\n\n# Now print the final answer\nprint(ben",  # cut off: invalid
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[SandboxExecutor]:
+    ex = SandboxExecutor(num_workers=1)
+    yield ex
+    ex.close()
+
+
+def by_step(pairs: list[PreferencePair]) -> dict[int, PreferencePair]:
+    return {p.meta["step"]: p for p in pairs}
+
+
+def test_labels_follow_what_each_step_binds(executor: SandboxExecutor) -> None:
+    gen = ScriptedGenerator(PROPOSALS)
+    result = reference_step_pairs([{"question": QUESTION, "response": REFERENCE}], gen, executor)
+    pairs = by_step(result.pairs)
+    assert sorted(pairs) == [0, 1, 2]  # one pair per code step of the reference, none at the answer
+
+    root = pairs[0]
+    assert root.prefix_steps == []
+    assert root.pos == [STEP1, PROPOSALS[""][1]]
+    assert root.neg == [PROPOSALS[""][2]]
+
+    second = pairs[1]
+    assert second.prefix_steps == [STEP1]
+    assert second.pos == [STEP2]
+    # num_neg=2 keeps the first two wrong steps; the NameError one is counted but not kept
+    assert second.neg == PROPOSALS["ann = 5\n<end_of_step>"][0:3:2]
+
+    final = pairs[2]
+    assert final.prefix_steps == [STEP1, STEP2]
+    # a proposed final code step carries its output, as in a search tree's chunks
+    assert final.pos == [
+        FINAL,
+        "\n\n# Print it\nprint(ben)\n<end_of_code>\n<output>8<end_of_output>\n",
+    ]
+    assert final.neg == [
+        "\n\n# Now print the final answer\nprint(ann)\n<end_of_code>\n<output>5<end_of_output>\n"
+    ]
+    assert all(p.level == "step" and p.meta["source"] == "reference" for p in result.pairs)
+
+    assert result.summary() == {
+        "pairs": 3,
+        "problems": 1,
+        "skipped_problems": 0,
+        "prefixes": 3,
+        "proposals": 8,
+        "invalid": 1,
+        "right": 2,
+        "wrong": 5,
+        "unlabeled": 1,
+    }
+
+
+def test_prompts_are_the_reference_prefixes(executor: SandboxExecutor) -> None:
+    gen = ScriptedGenerator(PROPOSALS)
+    cfg = ReferencePairsConfig(samples=3, temperature=0.9, max_step_tokens=77, seed=5)
+    reference_step_pairs([SFTRecord(QUESTION, REFERENCE)], gen, executor, cfg)
+    prompt = PromptTemplate.sft().render(QUESTION)
+    assert [r.prompt for r in gen.requests] == [prompt, prompt + STEP1, prompt + STEP1 + STEP2]
+    assert {(r.n, r.temperature, r.max_tokens) for r in gen.requests} == {(3, 0.9, 77)}
+    assert len({r.seed for r in gen.requests}) == 3  # every prefix samples with its own seed
+
+
+def test_without_reference_positives_need_a_right_proposal(executor: SandboxExecutor) -> None:
+    gen = ScriptedGenerator(PROPOSALS)
+    cfg = ReferencePairsConfig(include_reference=False)
+    result = reference_step_pairs(
+        [{"question": QUESTION, "solution": REFERENCE}], gen, executor, cfg
+    )
+    # the second step had no right proposal, so it gives no pair
+    assert sorted(by_step(result.pairs)) == [0, 2]
+    assert by_step(result.pairs)[0].pos == [PROPOSALS[""][1]]
+
+
+def test_one_broken_reference_does_not_lose_the_others(executor: SandboxExecutor) -> None:
+    broken = REFERENCE.replace("ben = ann + 3", "ben = ann / 0")
+    no_answer = REFERENCE.replace(ANSWER, "")
+    records = [
+        {"question": "broken", "response": broken},
+        {"question": "unanswered", "response": no_answer},
+        {"question": QUESTION, "response": REFERENCE},
+    ]
+    result = reference_step_pairs(records, ScriptedGenerator(PROPOSALS), executor)
+    assert result.problems == 3 and result.skipped_problems == 2
+    assert {p.question for p in result.pairs} == {QUESTION}
+    assert len(result.pairs) == 3
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"question": QUESTION}, "'response'"),
+        ({"response": REFERENCE}, "'question'"),
+        ("not a record", "not a mapping"),
+    ],
+)
+def test_bad_records_are_named(executor: SandboxExecutor, record: Any, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        reference_step_pairs([record], ScriptedGenerator(PROPOSALS), executor)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="samples"):
+        ReferencePairsConfig(samples=0)
+    with pytest.raises(ValueError, match="top_p"):
+        ReferencePairsConfig(top_p=0)
+
+
+def test_bound_names() -> None:
+    assert bound_names("a = 1\nb, (c, d) = 1, (2, 3)\na += 1\ne: int = 4") == [
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+    ]
+    assert bound_names("print(a)\nx.y = 3\nz[0] = 1") == []
+    assert bound_names("a = (") is None
+
+
+def test_real_policy_proposals_are_labelled_by_running_them(
+    executor: SandboxExecutor, tiny_trained_policy_dir: Any
+) -> None:
+    """A real tiny model sampling hot: whatever it proposes, every pair is consistent."""
+    from rstar_math.generators.hf import HFGenerator
+
+    from .conftest import TINY_PROBLEMS
+
+    gen = HFGenerator(tiny_trained_policy_dir, device="cpu", seed=0)
+    records = [{"question": q, "response": s} for q, s, _ in TINY_PROBLEMS]
+    cfg = ReferencePairsConfig(samples=6, temperature=1.5, max_step_tokens=48)
+    result = reference_step_pairs(records, gen, executor, cfg)
+    assert result.skipped_problems == 0
+    assert result.proposals + result.invalid > 0
+    assert result.right + result.wrong + result.unlabeled == result.proposals
+    references = {q: split_step_chunks(s) for q, s, _ in TINY_PROBLEMS}
+    for pair in result.pairs:
+        chunks = references[pair.question]
+        k = pair.meta["step"]
+        assert pair.prefix_steps == chunks[:k]
+        assert pair.pos[0] == chunks[k]
+        assert chunks[k] not in pair.neg

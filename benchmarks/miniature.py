@@ -546,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             todo.append(job)
     print(f"{len(todo)} jobs to run, {len(finished)} cached in {cache}", flush=True)
+    out["jobs_cached"], out["jobs_total"] = len(finished), len(jobs)
     failures: list[str] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
@@ -597,13 +598,26 @@ def record_result(out: dict[str, Any], key: list[Any], result: dict[str, Any]) -
         out["pairs"] = result
 
 
+def wall_time(out: dict[str, Any]) -> str:
+    """How long the run took, and which results it did not measure itself (cached jobs)."""
+    minutes = f"{out.get('wall_seconds', 0) / 60:.1f} min"
+    cached, total = out.get("jobs_cached", 0), out.get("jobs_total", 0)
+    if not cached:
+        return f"{minutes} in all"
+    if cached == total:
+        return f"every one of the {total} jobs' results came from the cache of an earlier run"
+    return (
+        f"{minutes} for the {total - cached} jobs run now; {cached} of the {total} jobs' results "
+        "came from the cache of an earlier run"
+    )
+
+
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
         f"{out.get('n_hard', out['n'])} held-out hard (6-7 steps) problems; sampling at "
         f"temperature {COMMON['temperature']}; `python benchmarks/miniature.py` "
-        f"({out.get('jobs', 1)} searches at a time, {out.get('wall_seconds', 0) / 60:.1f} min "
-        "in all).",
+        f"({out.get('jobs', 1)} searches at a time, {wall_time(out)}).",
     ]
     table = out.get("methods", {})
     if table:  # none when only the PPM measurements ran (--methods "")

@@ -246,3 +246,16 @@ def test_the_relation_flip_table_is_rendered_per_ppm(tmp_path: Path) -> None:
     jobs = bench.plan_jobs(_args(skip_pairs=False, methods=""), _run_dir(tmp_path), "p", "q")
     assert [j["kind"] for j in jobs] == ["pairs", "flip"]
     assert jobs[1]["ppms"] == [("shipped", "q")]
+
+
+def test_the_header_says_which_results_came_from_the_cache() -> None:
+    bench = _bench()
+    out: dict[str, Any] = {"n": 3, "wall_seconds": 90.0}
+    assert "1.5 min in all" in bench.render(out)
+    out.update(jobs_cached=2, jobs_total=5)
+    assert "1.5 min for the 3 jobs run now; 2 of the 5 jobs' results came from the cache" in (
+        bench.render(out)
+    )
+    out.update(jobs_cached=5, wall_seconds=0.2)
+    text = bench.render(out)
+    assert "every one of the 5 jobs' results came from the cache" in text and "0.0 min" not in text

@@ -424,7 +424,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", ["solve", "eval", "generate", "train-sft", "train-ppm", "evolve"]
+    "command", ["solve", "eval", "generate", "ref-pairs", "train-sft", "train-ppm", "evolve"]
 )
 def test_cli_help(command: str) -> None:
     res = _cli(command, "--help")
@@ -440,6 +440,16 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "unknown evolution key(s): 'roundz'" in res.stderr
     res = _cli()
     assert res.returncode == 2
+    res = _cli(
+        "ref-pairs", str(bad), "--model", str(tmp_path / "missing"), "--output", str(bad) + ".out"
+    )
+    assert res.returncode == 2 and "policy model not found" in res.stderr
+    typo = tmp_path / "ref.json"
+    typo.write_text(json.dumps({"sample": 3}))
+    res = _cli(
+        "ref-pairs", str(bad), "--model", str(tmp_path), "--output", "x", "--config", str(typo)
+    )
+    assert res.returncode == 2 and "unknown ReferencePairsConfig key(s): 'sample'" in res.stderr
 
 
 @pytest.mark.sandbox

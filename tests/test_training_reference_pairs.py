@@ -193,3 +193,51 @@ def test_real_policy_proposals_are_labelled_by_running_them(
         assert pair.prefix_steps == chunks[:k]
         assert pair.pos[0] == chunks[k]
         assert chunks[k] not in pair.neg
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_the_ref_pairs_command_writes_pairs_train_ppm_reads(
+    tmp_path: Any, tiny_trained_policy_dir: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from rstar_math.training import read_pairs
+
+    from .conftest import TINY_PROBLEMS
+
+    solutions = tmp_path / "solutions.jsonl"
+    solutions.write_text(
+        "".join(json.dumps({"question": q, "response": s}) + "\n" for q, s, _ in TINY_PROBLEMS)
+    )
+    out = tmp_path / "pairs.jsonl"
+    args = ["--model", str(tiny_trained_policy_dir), "--output", str(out), "--device", "cpu"]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rstar_math.cli",
+            "ref-pairs",
+            str(solutions),
+            *args,
+            "--samples",
+            "6",
+            "--temperature",
+            "1.5",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    pairs = list(read_pairs(out))
+    assert f"{len(pairs)} pairs from {len(TINY_PROBLEMS)} reference solutions (0 skipped)" in (
+        res.stdout
+    )
+    assert all(p.meta["source"] == "reference" for p in pairs)

@@ -1,6 +1,7 @@
 """The ``rstar-math`` command line.
 
-Subcommands: ``solve``, ``eval``, ``generate``, ``train-sft``, ``train-ppm``, ``evolve``. Each takes
+Subcommands: ``solve``, ``eval``, ``generate``, ``ref-pairs``, ``train-sft``, ``train-ppm``,
+``evolve``. Each takes
 ``--config FILE`` (YAML or JSON) whose keys mirror the library's dataclasses; flags given on the
 command line win over the file. Exit codes: 0 success, 1 a run failed, 2 bad usage or input,
 130 interrupted (everything written so far is flushed and the run can be resumed).
@@ -217,6 +218,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ref_pairs(args: argparse.Namespace) -> int:
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.generators import HFGenerator
+    from rstar_math.training import (
+        ReferencePairsConfig,
+        read_jsonl,
+        reference_step_pairs,
+        write_jsonl,
+    )
+
+    if not Path(args.model).exists():
+        raise UsageError(f"policy model not found: {args.model} (give a model directory)")
+    if not Path(args.solutions).is_file():
+        raise UsageError(f"solutions file not found: {args.solutions}")
+    records = list(read_jsonl(args.solutions))
+    if args.limit is not None:
+        records = records[: args.limit]
+    data = _read_config(args.config)
+    known = set(ReferencePairsConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(
+            f"unknown ReferencePairsConfig key(s): {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    for name in ("samples", "temperature", "seed"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    config = ReferencePairsConfig(**data)
+    _set_threads(args.threads, tiny_model=False)
+    generator = HFGenerator(args.model, device=args.device, seed=args.seed)
+    with SandboxExecutor() as executor:
+        result = reference_step_pairs(records, generator, executor, config)
+    write_jsonl(args.output, result.pairs)
+    summary = result.summary()
+    print(
+        f"{summary['pairs']} pairs from {summary['problems']} reference solutions "
+        f"({summary['skipped_problems']} skipped) in {args.output}; proposals: "
+        f"{summary['right']} right, {summary['wrong']} wrong, {summary['unlabeled']} unlabeled, "
+        f"{summary['invalid']} invalid"
+    )
+    return EXIT_OK
+
+
 def _train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="+", help="JSONL file(s) of training records")
     p.add_argument("--model", required=True, help="model directory to start from")
@@ -308,7 +353,9 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rstar-math",
-        description="rStar-Math style MCTS math reasoning: solve, eval, generate, train, evolve.",
+        description=(
+            "rStar-Math style MCTS math reasoning: solve, eval, generate, ref-pairs, train, evolve."
+        ),
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -346,6 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
                 "--no-reference", action="store_true", help="do not grade (test-time trees)"
             )
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "ref-pairs", help="PPM pairs: policy proposals checked against reference solutions"
+    )
+    p.add_argument(
+        "solutions", help="JSONL of {question, response} records with complete solutions"
+    )
+    p.add_argument("--model", required=True, help="policy model directory that proposes steps")
+    p.add_argument("--output", required=True, help="pairs JSONL to write (for train-ppm)")
+    p.add_argument("--config", help="YAML/JSON: ReferencePairsConfig keys")
+    p.add_argument("--samples", type=int, help="proposals per reference prefix (default 4)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0.7)")
+    p.add_argument("--limit", type=int, help="only the first N solutions")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.set_defaults(func=cmd_ref_pairs)
 
     p = sub.add_parser("train-sft", help="fine-tune a policy on SFT records")
     _train_common(p)

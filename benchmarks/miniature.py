@@ -9,6 +9,9 @@ split (6-7 reasoning steps, more than any training problem):
   the budget matched to MCTS's (about as many generated step candidates), majority@32 and
   best-of-32 by PPM (one set of 32 samples per problem, both selections); with the generated step
   candidates and tokens per problem of each, so the search budgets can be compared;
+* an upper bound, not a method: MCTS + PPM with a judge that knows the teacher's steps in the
+  PPM's place (:class:`TeacherOracle`; row "MCTS + oracle"), i.e. what a perfect PPM could make
+  of the policy's candidates at the same budget;
 * each self-evolution round's policy on validation: greedy and MCTS without a PPM;
 * the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
   problems (never trained on), for every round's PPM, next to a reference oracle that knows the
@@ -86,11 +89,21 @@ METHODS: dict[str, dict[str, Any]] = {
         "num_candidates": 4,
         "answer_selection": "best",
     },
+    # An upper bound, not a method: MCTS + PPM with a judge that knows the teacher's steps in
+    # the PPM's place (TeacherOracle): how far a perfect PPM could take this policy
+    "MCTS + oracle": {
+        "algorithm": "mcts",
+        "num_rollouts": 8,
+        "num_candidates": 4,
+        "answer_selection": "best",
+    },
     # The matched budget: MCTS 8 x 4 generates about as many step candidates as 32 sampled
     # trajectories. One job samples them and selects the answer both ways (DERIVED).
     "best-of-32 (PPM)": {"algorithm": "best_of_n", "num_samples": 32, "answer_selection": "best"},
 }
 USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM", "best-of-32 (PPM)"}
+#: Methods scored by TeacherOracle instead of the PPM.
+USES_ORACLE = {"MCTS + oracle"}
 #: Rows computed from another method's trajectories with a different answer selection:
 #: row -> (method whose trajectories it uses, selection). Majority ties go to the PPM's choice.
 DERIVED: dict[str, tuple[str, str]] = {"majority@32": ("best-of-32 (PPM)", "majority")}
@@ -104,6 +117,7 @@ ROWS = (
     "best-of-32 (PPM)",
     "MCTS",
     "MCTS + PPM",
+    "MCTS + oracle",
 )
 #: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
 ORACLE = "reference oracle (knows the teacher's steps)"
@@ -225,6 +239,108 @@ def pair_accuracy(
     if pairs and all(p.get("steps") for p in problems):
         out[ORACLE] = reference_oracle(pairs, problems, executor)
     return out
+
+
+class TeacherOracle:
+    """A Scorer that knows each problem's teacher solution: the PPM a search could hope for.
+
+    A partial solution scores +1 when every name its code steps bind holds the value the
+    teacher's solution gives that name (a final code step must also print the answer, an answer
+    step box it), else -1. Guiding MCTS with it bounds what a perfect PPM could make of the
+    policy's candidates at the same budget.
+    """
+
+    _MARK = "@@oracle@@"
+
+    def __init__(self, problems: list[dict[str, Any]], executor: Any) -> None:
+        from rstar_math.interfaces import ExecRequest
+
+        self.executor = executor
+        self.answers = {p["question"]: p["answer"] for p in problems}
+        requests = []
+        for p in problems:
+            codes = [code for _, code in p["steps"]]
+            requests.append(
+                ExecRequest(self._reporting("\n".join(codes), self._names(codes) or []))
+            )
+        self.values = {
+            p["question"]: self._values(r.stdout)[0]
+            for p, r in zip(problems, executor.execute_batch(requests), strict=True)
+        }
+
+    @staticmethod
+    def _names(codes: list[str]) -> list[str] | None:
+        from rstar_math.training import bound_names
+
+        names: list[str] = []
+        for code in codes:
+            bound = bound_names(code)
+            if bound is None:
+                return None
+            names += [n for n in bound if n not in names]
+        return names
+
+    @classmethod
+    def _reporting(cls, code: str, names: list[str]) -> str:
+        """``code`` followed by one marked line per name with its value's repr."""
+        return "\n".join([code, *(f"print({cls._MARK!r}, {n!r}, repr({n}))" for n in names)])
+
+    @classmethod
+    def _values(cls, stdout: str) -> tuple[dict[str, str], str]:
+        values, rest = {}, []
+        for line in stdout.splitlines():
+            if line.startswith(cls._MARK + " "):
+                _, name, value = line.split(" ", 2)
+                values[name] = value
+            else:
+                rest.append(line)
+        return values, "\n".join(rest)
+
+    def score(self, requests: Any) -> list[float]:
+        from rstar_math.format import ANSWER_START, CODE_END, extract_boxed, extract_code
+        from rstar_math.grading import is_equivalent
+        from rstar_math.interfaces import ExecRequest
+
+        scores: list[float] = [-1.0] * len(requests)
+        pending: list[tuple[int, list[str], bool]] = []
+        exec_requests = []
+        for i, req in enumerate(requests):
+            answer = self.answers[req.question]
+            last = req.steps[-1] if req.steps else ""
+            if ANSWER_START in last:
+                boxed = extract_boxed(last)
+                scores[i] = 1.0 if boxed is not None and is_equivalent(boxed, answer) else -1.0
+                continue
+            codes = [extract_code(step) for step in req.steps]
+            names = self._names(codes)
+            if not codes or names is None:
+                continue
+            exec_requests.append(ExecRequest(self._reporting(codes[-1], names), tuple(codes[:-1])))
+            pending.append((i, names, CODE_END in last))
+        results = self.executor.execute_batch(exec_requests) if exec_requests else []
+        for (i, names, final), res in zip(pending, results, strict=True):
+            if not res.ok:
+                continue
+            values, printed = self._values(res.stdout)
+            reference = self.values[requests[i].question]
+            right = all(
+                n in reference and n in values and _same(values[n], reference[n]) for n in names
+            )
+            if final:
+                shown = printed.strip().splitlines()[-1:]
+                answer = self.answers[requests[i].question]
+                right = right and bool(shown) and is_equivalent(shown[0], answer)
+            scores[i] = 1.0 if right else -1.0
+        return scores
+
+
+def _same(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    except ValueError:
+        return False
 
 
 def relation_flip(ppms: list[tuple[str, str]], problems: list[dict[str, Any]]) -> dict[str, Any]:
@@ -398,8 +514,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             result = relation_flip(job["ppms"], job["problems"])
         else:
             generator = HFGenerator(job["policy"], device="cpu", max_batch_size=256, seed=seed)
-            scorer = None
-            if job.get("ppm"):
+            scorer: Any = None
+            if job.get("oracle"):
+                scorer = TeacherOracle(job["problems"], executor)
+            elif job.get("ppm"):
                 scorer = PPMScorer.from_pretrained(job["ppm"], device="cpu", batch_size=32)
             result = evaluate_method(
                 generator,
@@ -447,6 +565,7 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
             jobs.append({
                 **base, "kind": "method", "key": ["methods", f"{split}/{method}"],
                 "policy": policy, "ppm": ppm if method in USES_PPM else None,
+                **({"oracle": True} if method in USES_ORACLE else {}),
                 "search": search(METHODS[method]), "problems": problems,
                 **({"derived": derived} if derived else {}),
             })  # fmt: skip

@@ -259,3 +259,37 @@ def test_the_header_says_which_results_came_from_the_cache() -> None:
     out.update(jobs_cached=5, wall_seconds=0.2)
     text = bench.render(out)
     assert "every one of the 5 jobs' results came from the cache" in text and "0.0 min" not in text
+
+
+@pytest.mark.sandbox
+def test_the_teacher_oracle_scores_a_partial_solution_by_the_teacher_values(
+    tmp_path: Path,
+) -> None:
+    """The upper-bound search's scorer: +1 only while every bound name holds the teacher's value."""
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.interfaces import ScoreRequest
+
+    bench = _bench()
+    q = PROBLEM["question"]
+    right = "\n\n# Step 2: Ben\nben = ann_apples + 3\n<end_of_step>"
+    final = "\n\n# Now print the final answer\nprint(ben)\n<end_of_code>"
+    cases = {
+        (STEP1,): 1.0,
+        ("<code>\n# Step 1: Ann\nann_apples = 3\n<end_of_step>",): -1.0,  # another number
+        (STEP1, right): 1.0,
+        (STEP1, "\n\n# Step 2: Ben\nben = ann_apples - 3\n<end_of_step>"): -1.0,  # flipped
+        (STEP1, "\n\n# Step 2: Ben\nbob = ann_apples + 3\n<end_of_step>"): -1.0,  # other name
+        (STEP1, "\n\n# Step 2: Ben\nben = anne + 3\n<end_of_step>"): -1.0,  # fails
+        (STEP1, right, final): 1.0,
+        (STEP1, right, "\n\n# Now print\nprint(ann_apples)\n<end_of_code>"): -1.0,
+        (STEP1, right, final, "<answer>\\boxed{5}<end_of_answer>"): 1.0,
+        (STEP1, right, final, "<answer>\\boxed{6}<end_of_answer>"): -1.0,
+    }
+    with SandboxExecutor() as executor:
+        oracle = bench.TeacherOracle([PROBLEM], executor)
+        scores = oracle.score([ScoreRequest(q, steps) for steps in cases])
+    assert dict(zip(cases, scores, strict=True)) == cases
+    # the upper-bound row runs with the oracle in the PPM's place
+    jobs = bench.plan_jobs(_args(methods="MCTS + oracle"), _run_dir(tmp_path), "p", "q")
+    assert {(j["oracle"], j["ppm"]) for j in jobs} == {(True, None)}
+    assert "MCTS + oracle" in bench.ROWS

@@ -47,6 +47,7 @@ PROPOSALS = {
         "\n\n# Now print the final answer\nprint(ann)\n<end_of_code>",  # prints the wrong value
         "\n\n# Print it\nprint(ben)\n<end_of_code>",  # right
         "\n\n# Now print the final answer\nprint(ben",  # cut off: invalid
+        "\n\n# Now print the final answer\nprint(benn)\n<end_of_code>",  # fails
     ],
 }
 
@@ -87,7 +88,9 @@ def test_labels_follow_what_each_step_binds(executor: SandboxExecutor) -> None:
         "\n\n# Print it\nprint(ben)\n<end_of_code>\n<output>8<end_of_output>\n",
     ]
     assert final.neg == [
-        "\n\n# Now print the final answer\nprint(ann)\n<end_of_code>\n<output>5<end_of_output>\n"
+        "\n\n# Now print the final answer\nprint(ann)\n<end_of_code>\n<output>5<end_of_output>\n",
+        # a failed final step keeps its (empty) output block, as in a tree
+        "\n\n# Now print the final answer\nprint(benn)\n<end_of_code>\n<output><end_of_output>\n",
     ]
     assert all(p.level == "step" and p.meta["source"] == "reference" for p in result.pairs)
 
@@ -96,10 +99,10 @@ def test_labels_follow_what_each_step_binds(executor: SandboxExecutor) -> None:
         "problems": 1,
         "skipped_problems": 0,
         "prefixes": 3,
-        "proposals": 8,
+        "proposals": 9,
         "invalid": 1,
         "right": 2,
-        "wrong": 5,
+        "wrong": 6,
         "unlabeled": 1,
     }
 

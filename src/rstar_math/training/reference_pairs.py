@@ -350,10 +350,14 @@ def _label_batch(
             else:
                 res = next(exec_results)
                 values, printed = _split_reports(res.stdout) if res.ok else ({}, "")
+                if kind == StepKind.FINAL_CODE:
+                    # as in a search tree's chunks: the output block follows a final code step,
+                    # empty when it failed (the reference's earlier steps print nothing of it:
+                    # an executor reports only the stdout of the step itself)
+                    chunk = text + format_output(printed)
                 if not res.ok or names is None:
                     verdict = False
                 elif kind == StepKind.FINAL_CODE:
-                    chunk = text + format_output(printed)
                     last = printed.strip().splitlines()[-1:]
                     verdict = bool(last) and is_equivalent(last[0], p.answer)
                 elif not names:

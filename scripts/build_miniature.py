@@ -70,6 +70,9 @@ RECIPE: dict[str, Any] = {
     # teacher solutions that open with a backward plan (teacher_solution(plan=True)), so that no
     # single step needs more than one hop of the problem's dependency graph
     "teacher_plan": False,
+    # teacher steps whose comment quotes the question's sentence the step reads, word for word
+    # (teacher_solution(quote=True)), instead of restating it
+    "teacher_quote": False,
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
@@ -320,7 +323,10 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     _write_jsonl(
         data / "sft_r1.jsonl",
         [
-            {"question": p.question, "response": teacher_solution(p, plan=r["teacher_plan"])}
+            {
+                "question": p.question,
+                "response": teacher_solution(p, plan=r["teacher_plan"], quote=r["teacher_quote"]),
+            }
             for p in sft
         ],
     )
@@ -356,6 +362,7 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
             seed=r["seed"] + 1000,
             levels=r["train_levels"],
             plan=r["teacher_plan"],
+            quote=r["teacher_quote"],
         ),
         vocab_size=r["vocab_size"],
     )

@@ -317,3 +317,52 @@ def test_arguments_are_checked() -> None:
     assert all(p.level == "custom" and 8 <= p.hops <= 9 for p in ps)
     assert all(p.meta["order"] == "forward" and p.meta["distractors"] == 0 for p in ps)
     assert {p.level for p in generate_problems(8, [1, "2"], seed=0)} == {"level1", "level2"}
+
+
+def test_a_quoting_teacher_writes_each_steps_sentence_word_for_word(
+    problems: list[SyntheticProblem],
+) -> None:
+    """Each comment is a sentence of the question (the question itself for a root step such as
+    a total); the code and the answer are the unquoted teacher's."""
+    for p in problems:
+        quoted = teacher_solution(p, quote=True)
+        out, _ = _run(extract_program(quoted))
+        assert out == p.answer, quoted
+        heads = [ln for ln in quoted.splitlines() if ln.startswith("# Step ")]
+        assert len(heads) == p.hops
+        sentences = [head.split(": ", 1)[1] for head in heads]
+        assert sentences == p.meta["step_sentences"]
+        for sentence in sentences:
+            assert sentence in p.question
+        # every sentence read is a different one, and distractors are never quoted
+        assert len(set(sentences)) == len(sentences)
+        assert not set(sentences) & set(p.meta["distractor_sentences"])
+        assert _strip_comments(quoted) == _strip_comments(p.solution)
+
+
+def _strip_comments(solution: str) -> str:
+    return "\n".join(ln for ln in solution.splitlines() if not ln.startswith("#"))
+
+
+def test_quoting_combines_with_planning_and_needs_the_sentences(
+    problems: list[SyntheticProblem],
+) -> None:
+    p = next(q for q in problems if q.hops >= 3)
+    both = teacher_solution(p, plan=True, quote=True)
+    assert _strip_comments(both) == _strip_comments(teacher_solution(p, plan=True))
+    assert "# Step 1: Plan backwards" in both
+    for sentence in p.meta["step_sentences"]:
+        assert f": {sentence}\n" in both
+    data = p.to_dict()
+    del data["meta"]["step_sentences"]
+    old = SyntheticProblem.from_dict(data)
+    assert teacher_solution(old) == p.solution
+    with pytest.raises(ValueError, match="step_sentences"):
+        teacher_solution(old, quote=True)
+
+
+def test_a_quoting_corpus_holds_the_quoted_sentences() -> None:
+    quoted = corpus(10, seed=4, quote=True)
+    problems = generate_problems(10, seed=4)
+    for text, p in zip(quoted, problems, strict=False):
+        assert f"# Step 1: {p.meta['step_sentences'][0]}\n" in text

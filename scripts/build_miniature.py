@@ -98,6 +98,8 @@ RECIPE: dict[str, Any] = {
         "max_length": 1024,
         "packing": False,
         "group_by_length": True,  # 30% of a padded batch of mixed levels is padding otherwise
+        # loss on the question's tokens too: a model trained from scratch has no pretraining
+        "train_on_prompt": False,
         "save_every": 100,
         "log_every": 50,
     },

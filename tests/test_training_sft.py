@@ -101,6 +101,47 @@ def test_encoding_masks_the_prompt(tok):
     assert encode_sft_example(tok, prompt, "x", max_length=n_prompt) is None
 
 
+def test_encoding_can_learn_the_prompt_too(tok):
+    prompt = PROMPT.render("What is 1 + 2?")
+    plain = encode_sft_example(tok, prompt, solution(1, 2), max_length=256)
+    ex = encode_sft_example(tok, prompt, solution(1, 2), max_length=256, train_on_prompt=True)
+    assert ex["input_ids"] == plain["input_ids"] and ex["prompt_len"] == plain["prompt_len"]
+    assert ex["labels"] == [IGNORE_INDEX, *ex["input_ids"][1:]]  # only the first token is free
+
+
+def _prompt_loss(model, tok, recs) -> float:
+    """Mean loss of ``model`` on the prompt tokens of ``recs`` (responses masked)."""
+    items = []
+    for r in recs:
+        ex = encode_sft_example(tok, PROMPT.render(r.question), r.response, 256, True)
+        p = ex["prompt_len"][0]
+        ex["labels"] = ex["labels"][:p] + [IGNORE_INDEX] * (len(ex["labels"]) - p)
+        items.append(ex)
+    model.eval()
+    with torch.no_grad():
+        loss, n = sft_loss_sum(model, _collate(items, tok.pad_token_id, "cpu"))
+    return float(loss) / n
+
+
+def test_sft_on_prompt_learns_the_questions_and_still_the_responses(tmp_path, tok):
+    held_out = records(8, 6)
+    losses = {}
+    for on_prompt in (False, True):
+        torch.manual_seed(0)
+        model = build_tiny_model(tok, hidden_size=32, num_layers=2)
+        res = train_sft(
+            model,
+            records(64, 5),
+            cfg(tmp_path / str(on_prompt), max_steps=40, train_on_prompt=on_prompt),
+            eval_records=held_out,
+            tokenizer=tok,
+        )
+        losses[on_prompt] = (_prompt_loss(res.model, tok, held_out), res.final_eval_loss)
+        assert res.final_eval_loss < 0.7 * res.initial_eval_loss  # responses are learned
+    # only the model trained on the prompts has learned to predict them
+    assert losses[True][0] < 0.8 * losses[False][0], losses
+
+
 def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 

@@ -221,6 +221,8 @@ class SFTTrainingConfig:
     continue from the latest ``checkpoint-*`` in ``output_dir`` when there is one.
     ``group_by_length`` batches examples of similar length together (less padding, so faster on
     data of mixed lengths; ignored with ``packing``, which has no padding to save).
+    ``train_on_prompt`` puts loss on the prompt's tokens too (the evaluation loss stays on the
+    responses): a model trained from scratch has to learn the questions' language somewhere.
     """
 
     output_dir: str = "sft_output"
@@ -237,6 +239,7 @@ class SFTTrainingConfig:
     max_length: int = 2048
     packing: bool = False
     group_by_length: bool = False
+    train_on_prompt: bool = False
     add_special_markers: bool = True
     eval_fraction: float = 0.0
     eval_every: int = 0

@@ -105,9 +105,13 @@ def _ensure_pad(tokenizer: Any) -> None:
 
 
 def encode_sft_example(
-    tokenizer: Any, prompt: str, response: str, max_length: int
+    tokenizer: Any, prompt: str, response: str, max_length: int, train_on_prompt: bool = False
 ) -> dict[str, list[int]] | None:
     """Token ids and labels of one example: ``-100`` on the prompt, response + EOS learned.
+
+    ``train_on_prompt`` learns the prompt's tokens too (all but the first, which nothing
+    predicts): for a model trained from scratch, which unlike a pretrained one has never
+    modelled the questions' language.
 
     Returns None when the prompt alone leaves no room for a response token. Long responses are
     cut at ``max_length`` (EOS then falls off).
@@ -118,7 +122,10 @@ def encode_sft_example(
     if len(prompt_ids) >= max_length:
         return None
     ids = (prompt_ids + response_ids)[:max_length]
-    labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
+    if train_on_prompt:
+        labels = [IGNORE_INDEX, *ids[1:]]
+    else:
+        labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
     return {"input_ids": ids, "labels": labels, "prompt_len": [len(prompt_ids)]}
 
 
@@ -230,11 +237,17 @@ def _load_policy(model_or_path: Any, tokenizer: Any | None) -> tuple[Any, Any]:
 
 
 def _encode_all(
-    records: Iterable[SFTRecord], tokenizer: Any, prompt: Prompter, max_length: int
+    records: Iterable[SFTRecord],
+    tokenizer: Any,
+    prompt: Prompter,
+    max_length: int,
+    train_on_prompt: bool = False,
 ) -> tuple[list[dict[str, list[int]]], int]:
     out, skipped = [], 0
     for rec in records:
-        ex = encode_sft_example(tokenizer, prompt.render(rec.question), rec.response, max_length)
+        ex = encode_sft_example(
+            tokenizer, prompt.render(rec.question), rec.response, max_length, train_on_prompt
+        )
         if ex is None:
             skipped += 1
         else:
@@ -316,7 +329,9 @@ def train_sft(
     else:
         eval_list = list(eval_records) if eval_records is not None else []
 
-    train_ex, skipped = _encode_all(all_records, tokenizer, prompt, cfg.max_length)
+    train_ex, skipped = _encode_all(
+        all_records, tokenizer, prompt, cfg.max_length, cfg.train_on_prompt
+    )
     eval_ex, eval_skipped = _encode_all(eval_list, tokenizer, prompt, cfg.max_length)
     if skipped or eval_skipped:
         logger.warning(

@@ -248,9 +248,14 @@ class TeacherOracle:
     teacher's solution gives that name (a final code step must also print the answer, an answer
     step box it), else -1. Guiding MCTS with it bounds what a perfect PPM could make of the
     policy's candidates at the same budget.
+
+    Steps written as equations (``teacher_solution(equations=True)``: each step binds sympy
+    symbols and appends to ``eqs``) are judged by what they state instead: right when every
+    equation in ``eqs`` names only the teacher's quantities and holds at the teacher's values.
     """
 
     _MARK = "@@oracle@@"
+    _EQ_MARK = "@@oracle-eqs@@"
 
     def __init__(self, problems: list[dict[str, Any]], executor: Any) -> None:
         from rstar_math.interfaces import ExecRequest
@@ -286,6 +291,23 @@ class TeacherOracle:
         return "\n".join([code, *(f"print({cls._MARK!r}, {n!r}, repr({n}))" for n in names)])
 
     @classmethod
+    def _equations_hold(cls, code: str, reference: dict[str, str]) -> str:
+        """``code``, then one marked line: whether every equation in ``eqs`` holds at
+        ``reference`` and names nothing else (a bare ``True`` says nothing: it is wrong)."""
+        numbers = {n: v for n, v in reference.items() if _is_number(v)}  # not sympy's x
+        values = "{" + ", ".join(f"{n!r}: {v}" for n, v in numbers.items()) + "}"
+        check = (
+            "from sympy import Equality as oracle_equality\n"
+            f"oracle_reference = {values}\n"
+            "oracle_ok = all(isinstance(e, oracle_equality)"
+            " and all(str(s) in oracle_reference for s in e.free_symbols)"
+            " and bool(e.subs({s: oracle_reference[str(s)] for s in e.free_symbols}))"
+            " for e in eqs)\n"
+            f"print({cls._EQ_MARK!r}, oracle_ok)"
+        )
+        return f"{code}\n{check}"
+
+    @classmethod
     def _values(cls, stdout: str) -> tuple[dict[str, str], str]:
         values, rest = {}, []
         for line in stdout.splitlines():
@@ -315,23 +337,41 @@ class TeacherOracle:
             names = self._names(codes)
             if not codes or names is None:
                 continue
-            exec_requests.append(ExecRequest(self._reporting(codes[-1], names), tuple(codes[:-1])))
+            reference = self.values[req.question]
+            if "eqs" in names:
+                code = self._equations_hold(codes[-1], reference)
+            else:
+                code = self._reporting(codes[-1], names)
+            exec_requests.append(ExecRequest(code, tuple(codes[:-1])))
             pending.append((i, names, CODE_END in last))
         results = self.executor.execute_batch(exec_requests) if exec_requests else []
         for (i, names, final), res in zip(pending, results, strict=True):
             if not res.ok:
                 continue
-            values, printed = self._values(res.stdout)
             reference = self.values[requests[i].question]
-            right = all(
-                n in reference and n in values and _same(values[n], reference[n]) for n in names
-            )
+            if "eqs" in names:
+                lines = res.stdout.splitlines()
+                right = bool(lines) and lines[-1] == f"{self._EQ_MARK} True"
+                printed = "\n".join(lines[:-1])
+            else:
+                values, printed = self._values(res.stdout)
+                right = all(
+                    n in reference and n in values and _same(values[n], reference[n]) for n in names
+                )
             if final:
                 shown = printed.strip().splitlines()[-1:]
                 answer = self.answers[requests[i].question]
                 right = right and bool(shown) and is_equivalent(shown[0], answer)
             scores[i] = 1.0 if right else -1.0
         return scores
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _same(a: str, b: str) -> bool:

@@ -73,6 +73,10 @@ RECIPE: dict[str, Any] = {
     # teacher steps whose comment quotes the question's sentence the step reads, word for word
     # (teacher_solution(quote=True)), instead of restating it
     "teacher_quote": False,
+    # teacher steps that each write one needed sentence as a sympy equation, in the question's
+    # order, and a final step that solves them (teacher_solution(equations=True)): no step has
+    # to wait for a quantity computed later
+    "teacher_equations": False,
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
@@ -327,7 +331,12 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         [
             {
                 "question": p.question,
-                "response": teacher_solution(p, plan=r["teacher_plan"], quote=r["teacher_quote"]),
+                "response": teacher_solution(
+                    p,
+                    plan=r["teacher_plan"],
+                    quote=r["teacher_quote"],
+                    equations=r["teacher_equations"],
+                ),
             }
             for p in sft
         ],
@@ -365,6 +374,7 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
             levels=r["train_levels"],
             plan=r["teacher_plan"],
             quote=r["teacher_quote"],
+            equations=r["teacher_equations"],
         ),
         vocab_size=r["vocab_size"],
     )

@@ -293,3 +293,36 @@ def test_the_teacher_oracle_scores_a_partial_solution_by_the_teacher_values(
     jobs = bench.plan_jobs(_args(methods="MCTS + oracle"), _run_dir(tmp_path), "p", "q")
     assert {(j["oracle"], j["ppm"]) for j in jobs} == {(True, None)}
     assert "MCTS + oracle" in bench.ROWS
+
+
+@pytest.mark.sandbox
+def test_the_teacher_oracle_judges_equation_steps_by_what_they_state() -> None:
+    """Steps written as equations are right when each equation holds at the teacher's values."""
+    from rstar_math.data.synthetic import generate_problems, teacher_solution
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.format import split_solution
+    from rstar_math.interfaces import ScoreRequest
+
+    bench = _bench()
+    problem = next(
+        p
+        for p in generate_problems(40, "level2", seed=1)
+        if any(" - " in e for e in p.meta["step_equations"])
+    )
+    steps = [s.text for s in split_solution(teacher_solution(problem, equations=True))]
+    hops = problem.hops
+    flip = next(i for i, e in enumerate(problem.meta["step_equations"]) if " - " in e)
+    k = next(i for i, s in enumerate(steps) if problem.meta["step_equations"][flip] in s)
+    flipped = steps[k].replace(" - ", " + ")
+    renamed = steps[k].replace(problem.target, "someone_else")
+    q = problem.question
+    cases = {tuple(steps[: i + 1]): 1.0 for i in range(hops + 2)}  # every prefix, the answer too
+    cases[(*steps[:k], flipped)] = -1.0  # the relation turned round
+    if renamed != steps[k]:
+        cases[(*steps[:k], renamed)] = -1.0  # a quantity the teacher does not have
+    cases[(*steps[:hops], steps[hops].replace(problem.target, "eqs[0]"))] = -1.0  # wrong print
+    cases[(*steps[: hops + 1], steps[hops + 1].replace(problem.answer, "999"))] = -1.0
+    with SandboxExecutor() as executor:
+        oracle = bench.TeacherOracle([problem.to_dict()], executor)
+        scores = oracle.score([ScoreRequest(q, list(c)) for c in cases])
+    assert dict(zip(cases, scores, strict=True)) == cases

@@ -260,3 +260,23 @@ def test_teacher_quote_writes_quoting_solutions_of_the_same_problems(tmp_path: P
         first = row["response"].split("\n")[1].removeprefix("# Step 1: ")
         assert first in row["question"]  # the comment is the question's own sentence
         assert first not in plain_row["response"]
+
+
+def test_teacher_equations_writes_equation_solutions_of_the_same_problems(tmp_path: Path) -> None:
+    build = _script()
+    assert build.RECIPE["teacher_equations"] is False
+    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "teacher_equations": True})
+    build.stage_data(tmp_path, recipe)
+    rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
+    plain = tmp_path / "plain"
+    build.stage_data(plain, {**recipe, "teacher_equations": False})
+    plain_rows = [json.loads(x) for x in (plain / "data" / "sft_r1.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in rows] == [r["question"] for r in plain_rows]
+    for row, plain_row in zip(rows, plain_rows, strict=True):
+        assert "eqs.append(Eq(" in row["response"] and "solve(eqs" in row["response"]
+        assert "eqs.append" not in plain_row["response"]
+        # the same answer either way
+        assert (
+            row["response"].rsplit("<output>", 1)[1]
+            == plain_row["response"].rsplit("<output>", 1)[1]
+        )

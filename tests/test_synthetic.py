@@ -366,3 +366,101 @@ def test_a_quoting_corpus_holds_the_quoted_sentences() -> None:
     problems = generate_problems(10, seed=4)
     for text, p in zip(quoted, problems, strict=False):
         assert f"# Step 1: {p.meta['step_sentences'][0]}\n" in text
+
+
+def _equation_lines(step_code: str) -> list[str]:
+    return [ln for ln in step_code.splitlines()[1:] if ln.startswith("eqs.append(")]
+
+
+def test_an_equation_teacher_writes_each_needed_sentence_as_it_reads(
+    problems: list[SyntheticProblem],
+) -> None:
+    """One step per needed sentence, in the question's order; each step declares the symbols
+    it names and appends one equation that the reference values satisfy; the final step
+    solves the system for the asked quantity."""
+    from sympy import Eq
+
+    for p in problems:
+        solution = teacher_solution(p, quote=True, equations=True)
+        out, _ = _run(extract_program(solution))
+        assert out == p.answer, solution
+        steps = split_solution(solution)
+        assert [s.kind for s in steps] == [StepKind.CODE] * p.hops + [
+            StepKind.FINAL_CODE,
+            StepKind.ANSWER,
+        ]
+        sentences = [s.code.splitlines()[0].split(": ", 1)[1] for s in steps[: p.hops]]
+        assert sorted(sentences) == sorted(p.meta["step_sentences"])
+        where = [p.question.rfind(s) for s in sentences]
+        assert where == sorted(where) and min(where) >= 0  # the question's order
+        _, values = _run(extract_program(p.solution))  # the reference values of every quantity
+        for i, step in enumerate(steps[: p.hops]):
+            (append,) = _equation_lines(step.code)
+            # a step needs nothing from the steps before it but the setup
+            setup = "" if i == 0 else "from sympy import symbols, Eq, solve\neqs = []\n"
+            _, local = _run(setup + "\n".join(step.code.splitlines()[1:]))
+            (equation,) = local["eqs"]
+            assert isinstance(equation, Eq), append
+            reference = {s: values[str(s)] for s in equation.free_symbols}
+            assert bool(equation.subs(reference)), (append, reference)
+        assert steps[-2].code.splitlines()[1] == f"print(solve(eqs, dict=True)[0][{p.target}])"
+
+
+def test_an_equation_says_what_its_sentence_says() -> None:
+    """ "Sam has 11 fewer than Omar" is written Eq(sam, omar - 11) even where Sam is the known
+    one (the old teacher computed omar = sam + 11), and a sentence the old teacher solved for
+    its unknown is the equation it states."""
+    problems = generate_problems(400, [*TRAIN_LEVELS, "hard"], seed=2)
+    additive = solved = 0
+    for p in problems:
+        solution = teacher_solution(p, equations=True)
+        steps = zip(p.steps, p.meta["step_equations"], p.meta["step_sentences"], strict=True)
+        for (_, code), equation, sentence in steps:
+            assert f"eqs.append({equation})" in solution
+            target, rhs = code.splitlines()[-1].split(" = ", 1)
+            if "solve(" in rhs:
+                solved += 1
+                assert "solve" not in equation and target in equation
+            sign = re.fullmatch(r"Eq\(\w+, \w+ ([+-]) \d+\)", equation)
+            if sign:
+                additive += 1
+                more = re.search(r"\b(more|Adding)\b", sentence) is not None
+                fewer = re.search(r"\b(fewer|less|Subtracting)\b", sentence) is not None
+                assert more != fewer and (sign.group(1) == "+") == more, (sentence, equation)
+    assert additive > 100 and solved > 20
+
+
+def test_equations_exclude_a_plan_and_work_without_stated_equations(
+    problems: list[SyntheticProblem],
+) -> None:
+    p = next(q for q in problems if q.hops >= 3)
+    with pytest.raises(ValueError, match="exclude"):
+        teacher_solution(p, plan=True, equations=True)
+    data = p.to_dict()
+    del data["meta"]["step_equations"]  # a problem generated before they were recorded
+    older = SyntheticProblem.from_dict(data)
+    out, _ = _run(extract_program(teacher_solution(older, equations=True)))
+    assert out == p.answer
+    del data["meta"]["step_sentences"]
+    with pytest.raises(ValueError, match="step_sentences"):
+        teacher_solution(SyntheticProblem.from_dict(data), equations=True)
+    texts = corpus(5, seed=4, equations=True)
+    assert all("eqs.append(Eq(" in t for t in texts[:5])
+
+
+def test_equation_solutions_run_step_by_step_in_the_sandbox() -> None:
+    """The sandbox (its import policy and sympy patches) runs every step and prints the answer."""
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.interfaces import ExecRequest
+
+    chosen = generate_problems(6, ["level3", "hard"], seed=9)
+    with SandboxExecutor() as executor:
+        for p in chosen:
+            steps = split_solution(teacher_solution(p, quote=True, equations=True))
+            context: tuple[str, ...] = ()
+            for step in steps[:-1]:
+                code = step.code
+                (result,) = executor.execute_batch([ExecRequest(code, context)])
+                assert result.ok, (result.error_type, result.error_message, code)
+                context = (*context, code)
+            assert result.stdout.strip() == p.answer

@@ -33,7 +33,9 @@ sentence in code: a sentence that states a known quantity in terms of an unknown
 multiplication ("Ann has 5 more than three times as many marbles as Ben", Ann known) becomes a
 small equation solved with sympy. ``teacher_solution(problem, plan=True)`` writes the same steps
 after a first step that plans backwards from what is asked (one dependency per comment line),
-in the order that plan implies.
+in the order that plan implies. ``teacher_solution(problem, equations=True)`` instead writes each
+needed sentence, in the question's order, as a sympy equation that says what the sentence says,
+and solves the system in the final step: no step waits for a quantity a later step computes.
 
 Families (:data:`FAMILIES`): ``chain`` (multi-entity comparison chains: "3 fewer than twice as
 many as", "half as many", sums), ``rate`` (per-hour pay, speed, price, reading pace, packing),
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -558,7 +561,11 @@ class SyntheticProblem:
 
 
 def teacher_solution(
-    problem: SyntheticProblem, numbered: bool = True, plan: bool = False, quote: bool = False
+    problem: SyntheticProblem,
+    numbered: bool = True,
+    plan: bool = False,
+    quote: bool = False,
+    equations: bool = False,
 ) -> str:
     """The teacher's code-augmented CoT solution of ``problem``.
 
@@ -577,10 +584,22 @@ def teacher_solution(
     paraphrase. Copying a sentence is what a small transformer does well; the paraphrase asks
     it to restate a fact read from far back in the context, where it binds numbers and people
     wrongly. With the sentence just above it, writing the step's code is a local translation.
+
+    ``equations=True`` writes one step per needed fact *in the order the question states them*,
+    each an equation in sympy symbols that says what its sentence says, and a final step that
+    solves the system (:func:`_equation_steps`). Nothing has to be computed before it is used,
+    so the step order needs no look-ahead, and a sentence that states a known quantity in terms
+    of an unknown one is written as it reads. Every step is then a translation of one sentence;
+    combine it with ``quote=True`` to put that sentence just above its code.
     """
     if not problem.steps:
         return problem.solution
+    if plan and equations:
+        raise ValueError("plan=True and equations=True exclude each other: equations need no plan")
     steps = _quoted_steps(problem) if quote else problem.steps
+    if equations:
+        steps, target = _equation_steps(problem, steps)
+        return _render(steps, target, problem.answer, numbered)
     if plan:
         steps = _planned_steps(problem, steps)
     return _render(steps, problem.target, problem.answer, numbered)
@@ -598,6 +617,66 @@ def _quoted_steps(problem: SyntheticProblem) -> tuple[tuple[str, str], ...]:
 
 
 _SYMPY_SETUP = ("from sympy import symbols, Eq, solve", "x = symbols('x')")
+_EQUATION_SETUP = ("from sympy import symbols, Eq, solve", "eqs = []")
+_SOLVED = re.compile(r"^(\w+) = solve\(Eq\((.+), ([^,]+)\), x\)\[0\]$")
+_ASSIGNED = re.compile(r"^(\w+) = (.+)$")
+_NAME = re.compile(r"\b[a-z_][a-z0-9_]*\b")
+
+
+def _equation_of(code: str) -> str:
+    """``Eq(...)`` saying what a teacher step's code computes, the way its sentence states it.
+
+    ``yara_books = cal_books - 4`` becomes ``Eq(yara_books, cal_books - 4)``; a step that
+    solves ``Eq(4 * x - 1, jack_coins)`` for ``sam_coins`` becomes ``Eq(jack_coins, 4 *
+    sam_coins - 1)``, the way a forward step of the same relation reads. Integer division is
+    written ``/`` (sympy symbols cannot floor-divide; the generator only divides where the
+    result is whole).
+    """
+    last = code.split("\n")[-1]
+    solved = _SOLVED.match(last)
+    if solved:
+        name, lhs, rhs = solved.groups()
+        lhs = re.sub(r"\bx\b", name, lhs)
+        # the single quantity first, as a forward step of the same relation writes it: "Finn
+        # bought 1 fewer than 5 times as many as Hugo" is Eq(finn, 5 * hugo - 1) whichever of
+        # the two is known
+        return f"Eq({lhs}, {rhs})" if rhs.isdigit() else f"Eq({rhs}, {lhs})"
+    assigned = _ASSIGNED.match(last)
+    if assigned is None:  # pragma: no cover - every teacher step assigns one name
+        raise ValueError(f"not a teacher step: {code!r}")
+    name, rhs = assigned.groups()
+    return f"Eq({name}, {rhs.replace(' // ', ' / ')})"
+
+
+def _equation_steps(
+    problem: SyntheticProblem, teacher_steps: Sequence[tuple[str, str]]
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    """One equation step per teacher step, in question order, and the final print's expression.
+
+    Each step declares the symbols it names (declaring a symbol again is harmless, and a step
+    that declares its own names needs nothing from the steps before it but ``eqs``), then
+    appends its equation. The first step also imports sympy and starts ``eqs``.
+    """
+    sentences = problem.meta.get("step_sentences")
+    if sentences is None or len(sentences) != len(teacher_steps):
+        raise ValueError(
+            "this problem carries no step sentences (meta['step_sentences']): it was generated "
+            "by an older version of rstar_math.data.synthetic; generate it again to write it "
+            "as equations"
+        )
+    # a root step (total, difference, equal share) reads the question, which comes last
+    where = [problem.question.rfind(s) for s in sentences]
+    order = sorted(range(len(teacher_steps)), key=lambda i: where[i])
+    steps = []
+    stated = problem.meta.get("step_equations")
+    for n, i in enumerate(order):
+        comment, code = teacher_steps[i]
+        equation = stated[i] if stated is not None else _equation_of(code)
+        names = list(dict.fromkeys(m for m in _NAME.findall(equation) if m != "Eq"))
+        declare = f"{', '.join(names)} = symbols('{' '.join(names)}')"
+        lines = [*(_EQUATION_SETUP if n == 0 else ()), declare, f"eqs.append({equation})"]
+        steps.append((comment, "\n".join(lines)))
+    return tuple(steps), f"solve(eqs, dict=True)[0][{problem.target}]"
 
 
 def _planned_steps(
@@ -717,6 +796,9 @@ class _Fact:
     kind: str
     template: str
     sympy: bool = False
+    #: ``Eq(...)`` in the sentence's own direction, where the code computes the other way round
+    #: (the equation teacher's step; empty: the code read as an equation says it)
+    equation: str = ""
 
 
 class _Retry(Exception):
@@ -998,17 +1080,20 @@ class _Builder:
         q = self.fresh(src.measure)
         d = abs(delta)
         new_kind = "plus" if delta > 0 else "minus"
+        equation = ""
         if self.rng.random() < 0.35:  # stated from the known side: src = new -+ d
             kind = "minus" if delta > 0 else "plus"
             tid, t = self.pick_template(kind, src.measure.style)
             sent = self.fmt(t, src, q.entity, d=d)
             tid += ".rev"
+            equation = f"Eq({src.var}, {q.var} {'-' if delta > 0 else '+'} {d})"
         else:
             tid, t = self.pick_template(new_kind, src.measure.style)
             sent = self.fmt(t, q, src.entity, d=d)
         com = self.comment(new_kind, q, src, d=d)
         op = "+" if delta > 0 else "-"
         fact = _Fact(sent, com, f"{src.var} {op} {d}", q.var, (src.var,), new_kind, tid)
+        fact.equation = equation
         self.add(fact, self.val(src) + delta, q)
         return q
 
@@ -1089,15 +1174,18 @@ class _Builder:
         tid, t = self.pick_template("ratio", src.measure.style)
         if self.rng.random() < 0.5:
             sent = self.fmt(t, src, q.entity, p=p, q=r)
+            equation = f"Eq({src.var} / {p}, {q.var} / {r})"
         else:
             sent = self.fmt(t, q, src.entity, p=r, q=p)
+            equation = f"Eq({q.var} / {r}, {src.var} / {p})"
         com = f"{src.label} and {q.label} are in the ratio {p} to {r}"
         code = f"{src.var} // {p} * {r}"
         if p == 1:
             code = f"{r} * {src.var}"
         elif r == 1:
             code = f"{src.var} // {p}"
-        self.add(_Fact(sent, com, code, q.var, (src.var,), "ratio", tid), v // p * r, q)
+        fact = _Fact(sent, com, code, q.var, (src.var,), "ratio", tid, equation=equation)
+        self.add(fact, v // p * r, q)
         return q
 
     def _rel_share(self, src: _Qty) -> _Qty | None:
@@ -1124,8 +1212,10 @@ class _Builder:
         tid, t = self.pick_template("total", src.measure.style)
         if self.rng.random() < 0.5:
             sent = self.fmt(t, src, q.entity, n=n)
+            equation = f"Eq({src.var} + {q.var}, {n})"
         else:
             sent = self.fmt(t, q, src.entity, n=n)
+            equation = f"Eq({q.var} + {src.var}, {n})"
         assert src.entity is not None and q.entity is not None
         mm = src.measure
         if mm.style == "verb":
@@ -1135,7 +1225,10 @@ class _Builder:
         com += f", so {q.label} are {n} minus {src.label}"
         if mm.style == "is":
             com = com.replace(" are ", " is ")
-        self.add(_Fact(sent, com, f"{n} - {src.var}", q.var, (src.var,), "total", tid), new, q)
+        fact = _Fact(
+            sent, com, f"{n} - {src.var}", q.var, (src.var,), "total", tid, equation=equation
+        )
+        self.add(fact, new, q)
         return q
 
     def _rel_rate(self, src: _Qty) -> _Qty | None:
@@ -1382,6 +1475,11 @@ def _assemble(
         # the question's sentence each step reads (the question itself for a root step): what a
         # quoting teacher (teacher_solution(quote=True)) writes as the step's comment
         "step_sentences": [f.sentence or question_text for f in steps_facts],
+        # each step as an equation in its sentence's direction: what the equation teacher
+        # (teacher_solution(equations=True)) writes
+        "step_equations": [
+            f.equation or _equation_of(f"{f.defines} = {f.code}") for f in steps_facts
+        ],
     }
     return SyntheticProblem(
         question=question,
@@ -1505,6 +1603,7 @@ def corpus(
     include_vocabulary: bool = True,
     plan: bool = False,
     quote: bool = False,
+    equations: bool = False,
 ) -> list[str]:
     """Texts to train a tokenizer on: ``prompt.render(question) + solution`` for ``n`` problems.
 
@@ -1512,14 +1611,16 @@ def corpus(
     ``include_vocabulary`` one more text lists every name and object, so each is seen at least
     once even in a small corpus. ``plan=True`` uses the planned teacher solutions
     (:func:`teacher_solution`), whose plan lines a tokenizer should see too; ``quote=True``
-    the quoting ones.
+    the quoting ones and ``equations=True`` the ones written as equations.
     """
     from rstar_math.format import PromptTemplate
 
     template = prompt if prompt is not None else PromptTemplate.sft()
     problems = generate_problems(n, levels, seed)
     texts = [
-        template.render(p.question) + teacher_solution(p, plan=plan, quote=quote) for p in problems
+        template.render(p.question)
+        + teacher_solution(p, plan=plan, quote=quote, equations=equations)
+        for p in problems
     ]
     if include_vocabulary:
         words = [name for name, _ in NAMES] + [plural for plural, _ in OBJECTS]

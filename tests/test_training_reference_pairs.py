@@ -244,3 +244,72 @@ def test_the_ref_pairs_command_writes_pairs_train_ppm_reads(
         res.stdout
     )
     assert all(p.meta["source"] == "reference" for p in pairs)
+
+
+EQ_QUESTION = "Ben has 3 more apples than Ann. Ann has 5 apples. How many apples does Ben have?"
+EQ_STEP1 = (
+    "<code>\n# Step 1: Ben has 3 more apples than Ann.\nfrom sympy import symbols, Eq, solve\n"
+    "eqs = []\nben, ann = symbols('ben ann')\neqs.append(Eq(ben, ann + 3))\n<end_of_step>"
+)
+EQ_STEP2 = (
+    "\n\n# Step 2: Ann has 5 apples.\nann = symbols('ann')\neqs.append(Eq(ann, 5))\n<end_of_step>"
+)
+EQ_FINAL = (
+    "\n\n# Now print the final answer\nprint(solve(eqs, dict=True)[0][ben])\n<end_of_code>\n"
+    "<output>8<end_of_output>\n"
+)
+EQ_REFERENCE = EQ_STEP1 + EQ_STEP2 + EQ_FINAL + ANSWER
+EQ_SETUP = (
+    "<code>\n# Step 1: Ben has 3 more apples than Ann.\nfrom sympy import symbols, Eq, solve\n"
+)
+EQ_PROPOSALS = {
+    "": [
+        # the same equation the other way round: right (it also starts eqs = [], a value the
+        # finished reference's list does not have, which must not count against it)
+        EQ_SETUP + "eqs = []\nben, ann = symbols('ben ann')\neqs.append(Eq(ann, ben - 3))\n"
+        "<end_of_step>",
+        # "3 fewer": a well-formed equation that does not hold at the reference's values
+        EQ_SETUP + "eqs = []\nben, ann = symbols('ben ann')\neqs.append(Eq(ben, ann - 3))\n"
+        "<end_of_step>",
+    ],
+    "eqs.append(Eq(ben, ann + 3))\n<end_of_step>": [
+        "\n\n# Step 2: Ann has 5 apples.\nann = symbols('ann')\neqs.append(Eq(ann, 3))\n"
+        "<end_of_step>",  # wrong number
+        "\n\n# Step 2: Ann has 5 apples.\ncake = symbols('cake')\neqs.append(Eq(cake, 5))\n"
+        "<end_of_step>",  # a quantity the reference never names
+        "\n\n# Step 2: Ann has 5 apples.\neqs.append(Eq(5, 5))\n<end_of_step>",  # states nothing
+        "\n\n# Step 2: Ann has 5 apples.\nann = symbols('ann')\n"
+        "eqs.append(Eq(2 * ann, 10))\n<end_of_step>",  # right, written otherwise
+    ],
+    "eqs.append(Eq(ann, 5))\n<end_of_step>": [
+        "\n\n# Now print the final answer\nprint(solve(eqs, dict=True)[0][ann])\n<end_of_code>",
+    ],
+}
+
+
+def test_equation_steps_are_judged_by_what_they_state(executor: SandboxExecutor) -> None:
+    gen = ScriptedGenerator(EQ_PROPOSALS)
+    record = {"question": EQ_QUESTION, "response": EQ_REFERENCE}
+    result = reference_step_pairs([record], gen, executor)
+    pairs = by_step(result.pairs)
+    assert sorted(pairs) == [0, 1, 2]
+    assert pairs[0].pos == [EQ_STEP1, EQ_PROPOSALS[""][0]]
+    assert pairs[0].neg == [EQ_PROPOSALS[""][1]]
+    second = EQ_PROPOSALS["eqs.append(Eq(ben, ann + 3))\n<end_of_step>"]
+    assert pairs[1].pos == [EQ_STEP2, second[3]]
+    assert pairs[1].neg == second[:2]  # num_neg=2: the third wrong one is counted, not kept
+    assert pairs[2].pos[0] == EQ_FINAL.split("\n<output>")[0] + "\n<output>8<end_of_output>\n"
+    assert pairs[2].neg[0].endswith("<output>5<end_of_output>\n")  # printed Ann's apples
+    assert (result.right, result.wrong, result.unlabeled) == (2, 5, 0)
+
+
+def test_equation_judging_can_be_turned_off(executor: SandboxExecutor) -> None:
+    """Without it, an equation reference is judged by the symbols it binds, which every
+    well-named step binds alike: the wrong number then counts as right."""
+    gen = ScriptedGenerator(EQ_PROPOSALS)
+    record = {"question": EQ_QUESTION, "response": EQ_REFERENCE}
+    result = reference_step_pairs([record], gen, executor, ReferencePairsConfig(equations=None))
+    second = EQ_PROPOSALS["eqs.append(Eq(ben, ann + 3))\n<end_of_step>"]
+    assert second[0] in by_step(result.pairs)[1].pos
+    with pytest.raises(ValueError, match="equations"):
+        ReferencePairsConfig(equations="not a name")

@@ -10,6 +10,13 @@ earlier steps, and a step is *right* when every name it binds is one the referen
 the same value. The pairs set the reference step (and the policy's right steps) against the
 policy's wrong ones at the same prefix: the policy's own mistakes, each labelled exactly.
 
+A reference written as equations (a list ``eqs`` of sympy ``Eq`` that the steps append to and the
+final step solves, as ``teacher_solution(equations=True)`` writes) binds only symbols, whose values
+say nothing. Its steps are judged by what they state instead: the reference's system is solved
+once, and a step that appends equations is right when each of them names only the reference's
+quantities and holds at their solved values (and any symbol it declares is one the reference
+declares). ``ReferencePairsConfig.equations`` names the list (``None``: never look for one).
+
 A final code step is right when what it prints is the reference answer; an answer step when its
 boxed answer is. Steps that bind nothing (a comment, a bare print) get no label. The result is
 ordinary step-level :class:`~rstar_math.training.PreferencePair` records (``meta["source"] ==
@@ -56,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 #: Prefix of the lines that report a bound name's value (never printed by a solution itself).
 _BIND_MARK = "@@rstar-bind@@"
+#: Prefix of the lines that report a solved equation system's values / a step's new equations.
+_SOLVED_MARK = "@@rstar-solved@@"
+_EQUATIONS_MARK = "@@rstar-equations@@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,9 @@ class ReferencePairsConfig:
     sampling (the search's defaults). ``num_pos``/``num_neg``: at most this many right / wrong
     steps per pair (the paper's 2 and 2). ``include_reference``: the reference step is the first
     positive (a pair then needs only one wrong proposal). ``batch_problems``: problems whose
-    prefixes go to the generator in one call.
+    prefixes go to the generator in one call. ``equations``: the name of the list of sympy
+    equations an equation-form reference builds (see the module docstring); ``None`` judges
+    every step by the values it binds.
     """
 
     samples: int = 4
@@ -78,6 +90,7 @@ class ReferencePairsConfig:
     include_reference: bool = True
     batch_problems: int = 64
     seed: int = 0
+    equations: str | None = "eqs"
 
     def __post_init__(self) -> None:
         for name in ("samples", "max_step_tokens", "num_pos", "num_neg", "batch_problems"):
@@ -87,6 +100,11 @@ class ReferencePairsConfig:
             raise ValueError("ReferencePairsConfig.temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("ReferencePairsConfig.top_p must be in (0, 1]")
+        if self.equations is not None and not self.equations.isidentifier():
+            raise ValueError(
+                f"ReferencePairsConfig.equations must be a Python name or None, got "
+                f"{self.equations!r}"
+            )
 
 
 @dataclass(slots=True)
@@ -149,14 +167,69 @@ def _with_reports(code: str, names: Sequence[str]) -> str:
     return "\n".join([code, *reports])
 
 
+def _with_solved_report(code: str, equations: str) -> str:
+    """``code``, then one marked line per symbol of the solved system ``equations`` (nothing when
+    it is not a list of sympy equations with exactly one solution)."""
+    return "\n".join(
+        [
+            code,
+            "import sympy as rstar_ref_sympy",
+            "try:",
+            f"    rstar_ref_eqs = {equations}",
+            "except NameError:",
+            "    rstar_ref_eqs = None",
+            "if (isinstance(rstar_ref_eqs, list) and rstar_ref_eqs and all(isinstance(e,"
+            " rstar_ref_sympy.Equality) for e in rstar_ref_eqs)):",
+            "    rstar_ref_sol = rstar_ref_sympy.solve(rstar_ref_eqs, dict=True)",
+            "    if len(rstar_ref_sol) == 1:",
+            "        for rstar_ref_s, rstar_ref_v in rstar_ref_sol[0].items():",
+            f"            print({_SOLVED_MARK!r}, str(rstar_ref_s), str(rstar_ref_v))",
+        ]
+    )
+
+
+def _with_equation_check(code: str, equations: str, solved: Mapping[str, str]) -> str:
+    """``code`` between two lines that count ``equations`` and one marked line after it: how
+    many equations the step appended and whether all of them hold at ``solved`` (a step that
+    appends something that is not an equation over the solved symbols is wrong; ``Eq(3, 3)``,
+    which sympy evaluates to ``True``, states nothing and is wrong too)."""
+    count = (
+        f"try:\n    rstar_ref_n = len({equations})\n"
+        "except (NameError, TypeError):\n    rstar_ref_n = 0"
+    )
+    values = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in solved.items()) + "}"
+    check = "\n".join(
+        [
+            "import sympy as rstar_ref_sympy",
+            f"rstar_ref_values = {values}",
+            "try:",
+            f"    rstar_ref_new = list({equations})[rstar_ref_n:]",
+            "except (NameError, TypeError):",
+            "    rstar_ref_new = []",
+            "rstar_ref_ok = all(isinstance(e, rstar_ref_sympy.Equality)"
+            " and all(str(s) in rstar_ref_values for s in e.free_symbols)"
+            " and bool(e.subs({s: rstar_ref_sympy.sympify(rstar_ref_values[str(s)])"
+            " for s in e.free_symbols})) for e in rstar_ref_new)",
+            f"print({_EQUATIONS_MARK!r}, len(rstar_ref_new), rstar_ref_ok)",
+        ]
+    )
+    return f"{count}\n{code}\n{check}"
+
+
 def _split_reports(stdout: str) -> tuple[dict[str, str], str]:
-    """(name -> repr of its value, the rest of stdout)."""
+    """(name -> repr of its value, the rest of stdout). Solved-system lines are reported
+    under ``_SOLVED_MARK + name``, a step's equation check under ``_EQUATIONS_MARK``."""
     values: dict[str, str] = {}
     rest: list[str] = []
     for line in stdout.splitlines(keepends=True):
         if line.startswith(_BIND_MARK + " "):
             _, name, value = line.rstrip("\n").split(" ", 2)
             values[name] = value
+        elif line.startswith(_SOLVED_MARK + " "):
+            _, name, value = line.rstrip("\n").split(" ", 2)
+            values[_SOLVED_MARK + name] = value
+        elif line.startswith(_EQUATIONS_MARK + " "):
+            values[_EQUATIONS_MARK] = line.rstrip("\n").split(" ", 1)[1]
         else:
             rest.append(line)
     return values, "".join(rest)
@@ -195,6 +268,8 @@ class _Problem:
     kinds: list[StepKind]
     answer: str
     reference: dict[str, str] = field(default_factory=dict)
+    #: symbol -> value of the reference's solved equation system (empty: not equation form)
+    solved: dict[str, str] = field(default_factory=dict)
 
     def codes_before(self, k: int) -> tuple[str, ...]:
         return tuple(
@@ -277,7 +352,10 @@ def _label_batch(
     for p in batch:
         codes = p.codes_before(len(p.chunks))
         names = [n for code in codes for n in (bound_names(code) or [])]
-        ref_requests.append(ExecRequest(_with_reports("\n".join(codes), names)))
+        program = _with_reports("\n".join(codes), names)
+        if cfg.equations is not None:
+            program = _with_solved_report(program, cfg.equations)
+        ref_requests.append(ExecRequest(program))
     usable: list[_Problem] = []
     for p, res in zip(batch, executor.execute_batch(ref_requests), strict=True):
         if not res.ok:
@@ -289,7 +367,16 @@ def _label_batch(
             )
             out.skipped_problems += 1
             continue
-        p.reference, _ = _split_reports(res.stdout)
+        reports, _ = _split_reports(res.stdout)
+        p.solved = {
+            k[len(_SOLVED_MARK) :]: v for k, v in reports.items() if k.startswith(_SOLVED_MARK)
+        }
+        # the equation list itself is judged by what each step appends to it, not by its value
+        p.reference = {
+            k: v
+            for k, v in reports.items()
+            if not k.startswith(_SOLVED_MARK) and (k != cfg.equations or not p.solved)
+        }
         usable.append(p)
 
     # 2. the policy's proposals at every prefix that ends before a code step of the reference
@@ -329,11 +416,14 @@ def _label_batch(
                 continue
             seen.add(key)
             names = bound_names(step.code) if step.kind != StepKind.ANSWER else []
+            if names and p.solved:
+                names = [n for n in names if n != cfg.equations]
             mine.append((step.kind, step.text, step.answer, names))
             if step.kind != StepKind.ANSWER:
-                exec_requests.append(
-                    ExecRequest(_with_reports(step.code, names or []), p.codes_before(k))
-                )
+                program = _with_reports(step.code, names or [])
+                if p.solved and cfg.equations is not None and step.kind == StepKind.CODE:
+                    program = _with_equation_check(program, cfg.equations, p.solved)
+                exec_requests.append(ExecRequest(program, p.codes_before(k)))
         proposals.append(mine)
     exec_results = iter(executor.execute_batch(exec_requests) if exec_requests else [])
 
@@ -360,13 +450,18 @@ def _label_batch(
                 elif kind == StepKind.FINAL_CODE:
                     last = printed.strip().splitlines()[-1:]
                     verdict = bool(last) and is_equivalent(last[0], p.answer)
-                elif not names:
-                    verdict = None
                 else:
-                    verdict = all(
+                    appended, holds = values.get(_EQUATIONS_MARK, "0 True").split(" ")
+                    binds_right = all(
                         n in p.reference and n in values and _same_value(values[n], p.reference[n])
                         for n in names
                     )
+                    if int(appended) > 0:
+                        verdict = holds == "True" and binds_right
+                    elif not names:
+                        verdict = None
+                    else:
+                        verdict = binds_right
             if verdict is None:
                 out.unlabeled += 1
             elif verdict:

@@ -121,7 +121,8 @@ ROWS = (
 )
 #: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
 ORACLE = "reference oracle (knows the teacher's steps)"
-COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 160, "c_puct": 2.0}
+#: Shared by every method; the built-in model's search (rstar_math.models.builtin) uses the same.
+COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 256, "c_puct": 2.0}
 
 
 def search(method: dict[str, Any]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ RECIPE: dict[str, Any] = {
     "seed": 0,
     # data
     "train_levels": ["level1", "level2", "level3"],
-    "n_sft": 64000,  # teacher solutions for round 1
+    "n_sft": 40000,  # teacher solutions for round 1
     # {level: weight} of the round-1 teacher solutions (None: equal numbers of each level). The
     # policy's trouble is composing steps, so the 3-step and 4-5-step problems get more weight.
     "sft_level_mix": {"level1": 1, "level2": 2, "level3": 2},
@@ -72,11 +72,11 @@ RECIPE: dict[str, Any] = {
     "teacher_plan": False,
     # teacher steps whose comment quotes the question's sentence the step reads, word for word
     # (teacher_solution(quote=True)), instead of restating it
-    "teacher_quote": False,
+    "teacher_quote": True,
     # teacher steps that each write one needed sentence as a sympy equation, in the question's
     # order, and a final step that solves them (teacher_solution(equations=True)): no step has
     # to wait for a quantity computed later
-    "teacher_equations": False,
+    "teacher_equations": True,
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
@@ -89,7 +89,8 @@ RECIPE: dict[str, Any] = {
         "num_heads": 4,
         "num_kv_heads": 2,
         "intermediate_size": 384,
-        "max_position_embeddings": 1024,
+        # equation solutions of hard problems reach about 1,100 tokens with the question
+        "max_position_embeddings": 2048,
     },
     # round 1: SFT on teacher solutions
     "sft_r1": {
@@ -115,7 +116,7 @@ RECIPE: dict[str, Any] = {
         "temperature": 0.7,
         "c_puct": 2.0,
         "max_depth": 12,
-        "max_step_tokens": 160,
+        "max_step_tokens": 256,
     },
     # each round's SFT mixes its own correct trajectories with this many teacher solutions of
     # round 1 (and round 3 with round 2's trajectories): the paper's later rounds train on every

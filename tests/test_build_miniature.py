@@ -230,7 +230,9 @@ def test_teacher_plan_writes_planned_solutions_of_the_same_problems(tmp_path: Pa
 
     build = _script()
     assert build.RECIPE["teacher_plan"] is False  # the shipped build's solutions have no plan
-    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "teacher_plan": True})
+    recipe = build.merge_recipe(
+        build.RECIPE, {**SMALL, "teacher_plan": True, "teacher_equations": False}
+    )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
     assert all("# Step 1: Plan backwards from what is asked" in r["response"] for r in rows)
@@ -248,8 +250,9 @@ def test_teacher_plan_writes_planned_solutions_of_the_same_problems(tmp_path: Pa
 
 def test_teacher_quote_writes_quoting_solutions_of_the_same_problems(tmp_path: Path) -> None:
     build = _script()
-    assert build.RECIPE["teacher_quote"] is False
-    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "teacher_quote": True})
+    recipe = build.merge_recipe(
+        build.RECIPE, {**SMALL, "teacher_quote": True, "teacher_equations": False}
+    )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
     plain = tmp_path / "plain"
@@ -264,8 +267,11 @@ def test_teacher_quote_writes_quoting_solutions_of_the_same_problems(tmp_path: P
 
 def test_teacher_equations_writes_equation_solutions_of_the_same_problems(tmp_path: Path) -> None:
     build = _script()
-    assert build.RECIPE["teacher_equations"] is False
-    recipe = build.merge_recipe(build.RECIPE, {**SMALL, "teacher_equations": True})
+    # the shipped build writes equations, quoting each sentence above its equation
+    assert build.RECIPE["teacher_equations"] is True and build.RECIPE["teacher_quote"] is True
+    recipe = build.merge_recipe(
+        build.RECIPE, {**SMALL, "teacher_equations": True, "teacher_quote": False}
+    )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
     plain = tmp_path / "plain"

@@ -73,7 +73,9 @@ _DEFAULT_SEARCH: dict[str, Any] = {
     "temperature": 0.7,
     "c_puct": 2.0,
     "max_depth": 12,
-    "max_step_tokens": 160,
+    # an equation step of a 6-7-step problem runs to about 155 tokens (sympy import, symbols,
+    # the equation and the quoted sentence above them)
+    "max_step_tokens": 256,
     "answer_selection": "best",
 }
 

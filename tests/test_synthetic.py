@@ -202,7 +202,8 @@ def test_distractors_are_not_used(problems: list[SyntheticProblem]) -> None:
             n for n in names if re.search(rf"\b{n}\b", " ".join(sentences)) and n not in rest
         ]
         for n in only_in_distractors:
-            assert f"{n.lower()}_" not in p.solution and n not in p.solution
+            # word boundaries: "Ugo" is in "Hugo", "ugo_" in "hugo_feathers"
+            assert not re.search(rf"\b{n.lower()}_|\b{n}\b", p.solution), n
 
 
 def test_teacher_solution_and_records(problems: list[SyntheticProblem]) -> None:
@@ -424,8 +425,8 @@ def test_an_equation_says_what_its_sentence_says() -> None:
             sign = re.fullmatch(r"Eq\(\w+, \w+ ([+-]) \d+\)", equation)
             if sign:
                 additive += 1
-                more = re.search(r"\b(more|Adding)\b", sentence) is not None
-                fewer = re.search(r"\b(fewer|less|Subtracting)\b", sentence) is not None
+                more = re.search(r"\b(more|greater|Adding)\b", sentence) is not None
+                fewer = re.search(r"\b(fewer|less|smaller|Subtracting)\b", sentence) is not None
                 assert more != fewer and (sign.group(1) == "+") == more, (sentence, equation)
     assert additive > 100 and solved > 20
 
@@ -463,4 +464,99 @@ def test_equation_solutions_run_step_by_step_in_the_sandbox() -> None:
                 (result,) = executor.execute_batch([ExecRequest(code, context)])
                 assert result.ok, (result.error_type, result.error_message, code)
                 context = (*context, code)
+            assert result.stdout.strip() == p.answer
+
+
+def _sentences(question: str) -> list[str]:
+    """The question's sentences ("Ann has 5 apples. How many ...?" -> two)."""
+    return re.findall(r"[^.?!]+[.?!]", question)
+
+
+def test_an_every_sentence_teacher_writes_each_sentence_in_order(
+    problems: list[SyntheticProblem],
+) -> None:
+    """One step per sentence of the question, distractors included, in the question's order,
+    each quoting its sentence and appending the equation it states; the final step solves them
+    and prints the answer. Only the question itself may go unquoted (when it just asks)."""
+    for p in problems:
+        solution = teacher_solution(p, every_sentence=True, numbered=False)
+        out, ns = _run(extract_program(solution))
+        assert out == p.answer, solution
+        steps = split_solution(solution)
+        n = len(p.meta["sentence_equations"])
+        assert [s.kind for s in steps] == [StepKind.CODE] * n + [
+            StepKind.FINAL_CODE,
+            StepKind.ANSWER,
+        ]
+        quoted = " ".join(s.code.splitlines()[0].removeprefix("# ") for s in steps[:n])
+        assert p.question.startswith(quoted)
+        rest = p.question[len(quoted) :].strip()
+        assert rest == "" or (len(_sentences(rest)) <= 2 and rest.endswith(("?", ".")))
+        for distractor in p.meta["distractor_sentences"]:
+            assert distractor in quoted
+        assert len(ns["eqs"]) == n and all(isinstance(e, str) for e in ns["eqs"])
+        for i, step in enumerate(steps[:n]):
+            assert step.code.splitlines()[-1] == f"eqs.append('{ns['eqs'][i]}')"
+        assert steps[n].code.splitlines()[-1] == f"print(sol[sympify('{p.target}')])"
+
+
+def test_distractor_equations_leave_the_answer_alone(problems: list[SyntheticProblem]) -> None:
+    """What a distractor states is a quantity nothing needs: the needed sentences alone give the
+    same answer, every quantity of the whole system is determined, and no two sentences state
+    the same quantity from scratch (no "Ann is 9 years old. ... Ann is 12 years old.")."""
+    from sympy import solve, sympify
+
+    def system(equations: list[str]) -> dict:
+        eqs = [sympify(f"Eq({e.replace('=', ',')})") for e in equations]
+        (solution,) = solve(eqs, dict=True)
+        return {str(k): v for k, v in solution.items()}
+
+    checked = 0
+    for p in problems:
+        stated = dict(p.meta["sentence_equations"])
+        distractors = p.meta["distractor_sentences"]
+        if not distractors:
+            continue
+        checked += 1
+        full = system(list(stated.values()))
+        needed = system([e for s, e in stated.items() if s not in distractors])
+        assert str(full[p.target]) == str(needed[p.target]) == p.answer
+        names = {str(s) for e in stated.values() for s in sympify(e.split("=")[0]).free_symbols}
+        names |= {str(s) for e in stated.values() for s in sympify(e.split("=")[1]).free_symbols}
+        assert names == set(full), (p.question, stated)  # nothing left free
+        assert all(full[n].is_integer for n in full)
+        givens = [
+            stated[d].split(" = ")[0] for d in distractors if stated[d].split(" = ")[1].isdigit()
+        ]
+        assert len(givens) == len(set(givens))
+    assert checked > 200
+
+
+def test_every_sentence_needs_the_sentence_equations(problems: list[SyntheticProblem]) -> None:
+    p = next(q for q in problems if q.hops >= 3)
+    with pytest.raises(ValueError, match="excludes"):
+        teacher_solution(p, every_sentence=True, equations=True)
+    with pytest.raises(ValueError, match="excludes"):
+        teacher_solution(p, every_sentence=True, plan=True)
+    data = p.to_dict()
+    del data["meta"]["sentence_equations"]  # a problem generated before they were recorded
+    with pytest.raises(ValueError, match="sentence_equations"):
+        teacher_solution(SyntheticProblem.from_dict(data), every_sentence=True)
+    texts = corpus(5, seed=4, every_sentence=True)
+    assert all("eqs.append('" in t and "sol = solve(" in t for t in texts[:5])
+
+
+def test_every_sentence_solutions_run_step_by_step_in_the_sandbox() -> None:
+    from rstar_math.executors import SandboxExecutor
+    from rstar_math.interfaces import ExecRequest
+
+    chosen = generate_problems(6, ["level3", "hard"], seed=9)
+    with SandboxExecutor() as executor:
+        for p in chosen:
+            steps = split_solution(teacher_solution(p, every_sentence=True, numbered=False))
+            context: tuple[str, ...] = ()
+            for step in steps[:-1]:
+                (result,) = executor.execute_batch([ExecRequest(step.code, context)])
+                assert result.ok, (result.error_type, result.error_message, step.code)
+                context = (*context, step.code)
             assert result.stdout.strip() == p.answer

@@ -1,7 +1,7 @@
 """The built-in miniature model on its synthetic domain: does the rStar-Math method work?
 
 Measures, on the validation split (levels 1-3, the training distribution) and the held-out hard
-split (6-7 reasoning steps, more than any training problem):
+split (8-9 reasoning steps, more than any training problem):
 
 * accuracy of the final policy with greedy decoding, majority@8 and best-of-8 by PPM (8 sampled
   trajectories), step-level beam search with the PPM, MCTS without the PPM (answer by majority
@@ -122,7 +122,7 @@ ROWS = (
 #: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
 ORACLE = "reference oracle (knows the teacher's steps)"
 #: Shared by every method; the built-in model's search (rstar_math.models.builtin) uses the same.
-COMMON = {"temperature": 0.7, "max_depth": 12, "max_step_tokens": 256, "c_puct": 2.0}
+COMMON = {"temperature": 0.7, "max_depth": 16, "max_step_tokens": 256, "c_puct": 2.0}
 
 
 def search(method: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +221,7 @@ def pair_accuracy(
     executor: Any,
     problems: list[dict[str, Any]],
     seed: int,
+    every_sentence: bool = False,
 ) -> dict[str, Any]:
     """Pairs from terminal-guided MCTS trees of held-out problems, scored by each PPM."""
     from rstar_math import MCTSSolver, SearchConfig
@@ -238,7 +239,7 @@ def pair_accuracy(
         model = PPMModel.from_pretrained(ppm_dir, dtype="float32")
         out[name] = evaluate_pairs(model, pairs) if pairs else None
     if pairs and all(p.get("steps") for p in problems):
-        out[ORACLE] = reference_oracle(pairs, problems, executor)
+        out[ORACLE] = reference_oracle(pairs, problems, executor, every_sentence)
     return out
 
 
@@ -258,11 +259,22 @@ class TeacherOracle:
     _MARK = "@@oracle@@"
     _EQ_MARK = "@@oracle-eqs@@"
 
-    def __init__(self, problems: list[dict[str, Any]], executor: Any) -> None:
+    def __init__(
+        self, problems: list[dict[str, Any]], executor: Any, every_sentence: bool = False
+    ) -> None:
         from rstar_math.interfaces import ExecRequest
 
         self.executor = executor
         self.answers = {p["question"]: p["answer"] for p in problems}
+        #: every-sentence solutions (teacher_solution(every_sentence=True)) are judged by what
+        #: each step states: its equation must be the teacher's for the same sentence
+        self.statements = (
+            {p["question"]: [eq for _, eq in p["meta"]["sentence_equations"]] for p in problems}
+            if every_sentence
+            else None
+        )
+        if self.statements is not None:
+            return  # judged by the statements alone: nothing to run
         requests = []
         for p in problems:
             codes = [code for _, code in p["steps"]]
@@ -324,6 +336,8 @@ class TeacherOracle:
         from rstar_math.grading import is_equivalent
         from rstar_math.interfaces import ExecRequest
 
+        if self.statements is not None:
+            return [self._score_statements(req) for req in requests]
         scores: list[float] = [-1.0] * len(requests)
         pending: list[tuple[int, list[str], bool]] = []
         exec_requests = []
@@ -366,6 +380,32 @@ class TeacherOracle:
             scores[i] = 1.0 if right else -1.0
         return scores
 
+    def _score_statements(self, req: Any) -> float:
+        """+1 when the i-th code step states the teacher's i-th equation (for every i), the final
+        code step comes after the last sentence and prints the answer, an answer step boxes it."""
+        from rstar_math.data.synthetic import same_statement, stated_equations
+        from rstar_math.format import ANSWER_START, CODE_END, extract_boxed, extract_code
+        from rstar_math.grading import is_equivalent
+
+        answer = self.answers[req.question]
+        reference = self.statements[req.question]  # type: ignore[index]
+        last = req.steps[-1] if req.steps else ""
+        if ANSWER_START in last:
+            boxed = extract_boxed(last)
+            return 1.0 if boxed is not None and is_equivalent(boxed, answer) else -1.0
+        final = CODE_END in last
+        statements = req.steps[:-1] if final else req.steps
+        if len(statements) > len(reference) or (final and len(statements) != len(reference)):
+            return -1.0
+        for step, expected in zip(statements, reference):
+            stated = stated_equations(extract_code(step))
+            if stated is None or len(stated) != 1 or not same_statement(stated[0], expected):
+                return -1.0
+        if final:
+            shown = last.split("<output>")[-1].split("<end_of_output>")[0].strip().splitlines()
+            return 1.0 if shown and is_equivalent(shown[-1], answer) else -1.0
+        return 1.0
+
 
 def _is_number(text: str) -> bool:
     try:
@@ -384,12 +424,16 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def relation_flip(ppms: list[tuple[str, str]], problems: list[dict[str, Any]]) -> dict[str, Any]:
+def relation_flip(
+    ppms: list[tuple[str, str]],
+    problems: list[dict[str, Any]],
+    teacher: dict[str, bool] | None = None,
+) -> dict[str, Any]:
     """Each PPM's accuracy on :func:`relation_flip_pairs`, per sign of the teacher's step."""
     from rstar_math.scorers import PPMModel
     from rstar_math.training import evaluate_pairs
 
-    flips = relation_flip_pairs(problems)
+    flips = relation_flip_pairs(problems, teacher)
     out: dict[str, Any] = {"pairs": len(flips["+"]), "ppms": {}}
     if not flips["+"]:
         return out
@@ -400,12 +444,15 @@ def relation_flip(ppms: list[tuple[str, str]], problems: list[dict[str, Any]]) -
     return out
 
 
-#: A teacher step ``x = y + 4`` / ``x = y - 4`` whose comment states the relation in words.
-_SIGNED_STEP = re.compile(r"^(\w+) = (\w+) ([+-]) (\d+)$")
+#: A teacher step ``x = y + 4`` / ``x = y - 4`` (or ``eqs.append('x = y + 4')``, as the
+#: every-sentence teacher writes it) whose comment states the relation in words.
+_SIGNED_STEP = re.compile(r"^(eqs\.append\(')?(\w+) = (\w+) ([+-]) (\d+)('\))?$")
 _RELATION_WORDS = {"+": ("more",), "-": ("fewer", "less")}
 
 
-def relation_flip_pairs(problems: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def relation_flip_pairs(
+    problems: list[dict[str, Any]], teacher: dict[str, bool] | None = None
+) -> dict[str, list[Any]]:
     """Teacher steps against the same step with the relation flipped, by the teacher's sign.
 
     For every reference step ``x = y + d`` whose comment says "more" (or ``x = y - d`` saying
@@ -413,14 +460,20 @@ def relation_flip_pairs(problems: list[dict[str, Any]]) -> dict[str, list[Any]]:
     and word swapped, after the same teacher prefix. Both steps are well formed and consistent
     with themselves, so only the question tells them apart: a PPM that reads the question ranks
     both kinds, one that has learned a prior over steps ranks one kind and fails the other.
-    Equal numbers of each kind (the first ones in problem order).
+    Equal numbers of each kind (the first ones in problem order). ``teacher``: the keywords of
+    :func:`~rstar_math.data.synthetic.teacher_solution` the policy learned from (default: the
+    stored plain solution).
     """
+    from rstar_math.data.synthetic import SyntheticProblem, teacher_solution
     from rstar_math.format import split_solution
     from rstar_math.training import PreferencePair
 
     found: dict[str, list[Any]] = {"+": [], "-": []}
     for problem in problems:
-        chunks = [step.text for step in split_solution(problem.get("solution", ""))]
+        solution = problem.get("solution", "")
+        if teacher:
+            solution = teacher_solution(SyntheticProblem.from_dict(problem), **teacher)
+        chunks = [step.text for step in split_solution(solution)]
         for i, chunk in enumerate(chunks):
             lines = chunk.rstrip().split("\n")
             if len(lines) < 3 or not lines[-1].endswith("<end_of_step>"):
@@ -429,13 +482,14 @@ def relation_flip_pairs(problems: list[dict[str, Any]]) -> dict[str, list[Any]]:
             m = _SIGNED_STEP.match(code)
             if not m or not comment.lstrip().startswith("#"):
                 continue
-            sign = m.group(3)
+            sign = m.group(4)
             words = [w for w in _RELATION_WORDS[sign] if re.search(rf"\b{w}\b", comment)]
             if len(words) != 1:
                 continue
             other = "-" if sign == "+" else "+"
             flipped_comment = re.sub(rf"\b{words[0]}\b", _RELATION_WORDS[other][0], comment)
-            flipped_code = f"{m.group(1)} = {m.group(2)} {other} {m.group(4)}"
+            head, tail = m.group(1) or "", m.group(6) or ""
+            flipped_code = f"{head}{m.group(2)} = {m.group(3)} {other} {m.group(5)}{tail}"
             flipped = "\n".join([*lines[:-3], flipped_comment, flipped_code, lines[-1]])
             found[sign].append(
                 PreferencePair(problem["question"], chunks[:i], [chunk], [flipped], "step")
@@ -468,7 +522,7 @@ def _as_number(text: str) -> float | str:
 
 
 def reference_oracle(
-    pairs: list[Any], problems: list[dict[str, Any]], executor: Any
+    pairs: list[Any], problems: list[dict[str, Any]], executor: Any, every_sentence: bool = False
 ) -> dict[str, float]:
     """Pair accuracy of a judge that knows each problem's reference (teacher) solution.
 
@@ -477,12 +531,30 @@ def reference_oracle(
     such as the final print, counts as right). The pairs' labels come from where the policy's
     rollouts went, so a correct step whose rollouts all failed is a negative: this judge's
     accuracy is about the most a PPM that knows which steps are correct can score on them.
+    Every-sentence steps are judged by what they state (:class:`TeacherOracle`).
     """
     from rstar_math.format import extract_code
     from rstar_math.grading import extract_answer, is_equivalent
-    from rstar_math.interfaces import ExecRequest
+    from rstar_math.interfaces import ExecRequest, ScoreRequest
 
     by_question = {p["question"]: p for p in problems}
+    if every_sentence:
+        oracle = TeacherOracle(problems, executor, every_sentence=True)
+        verdicts = []
+        for pair in pairs:
+            if pair.level == "answer":
+                answer = by_question[pair.question]["answer"]
+                verdicts.append(
+                    [is_equivalent(extract_answer(t) or "", answer) for t in (*pair.pos, *pair.neg)]
+                )
+            else:
+                verdicts.append([
+                    oracle._score_statements(
+                        ScoreRequest(pair.question, (*pair.prefix_steps, text))
+                    ) > 0
+                    for text in (*pair.pos, *pair.neg)
+                ])  # fmt: skip
+        return _oracle_accuracy(pairs, verdicts)
     # every value the reference solution computes, one print per bound name
     refs: dict[str, set[float | str]] = {}
     requests, owners = [], []
@@ -508,7 +580,7 @@ def reference_oracle(
         step_reqs.append(reqs)
     results = iter(executor.execute_batch([r for reqs in step_reqs for r in reqs if r is not None]))
 
-    wins = strict = combos = 0.0
+    verdicts = []
     for pair, reqs in zip(pairs, step_reqs, strict=True):
         problem = by_question[pair.question]
         right: list[bool] = []
@@ -521,6 +593,14 @@ def reference_oracle(
                 res = next(results)
                 last = res.stdout.strip().splitlines()[-1:] if res.ok else []
                 right.append(bool(last) and _as_number(last[0]) in refs[pair.question])
+        verdicts.append(right)
+    return _oracle_accuracy(pairs, verdicts)
+
+
+def _oracle_accuracy(pairs: list[Any], verdicts: list[list[bool]]) -> dict[str, float]:
+    """Pair accuracy (ties half) and strict accuracy of right/wrong verdicts on pos + neg."""
+    wins = strict = combos = 0.0
+    for pair, right in zip(pairs, verdicts, strict=True):
         pos, neg = right[: len(pair.pos)], right[len(pair.pos) :]
         for a in pos:
             for b in neg:
@@ -547,17 +627,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from rstar_math.scorers import PPMScorer
 
     seed = job["seed"]
+    teacher = job.get("teacher", {})
+    every_sentence = bool(teacher.get("every_sentence"))
     executor = SandboxExecutor()
     try:
         if job["kind"] == "pairs":
-            result: Any = pair_accuracy(job["policy"], job["ppms"], executor, job["problems"], seed)
+            result: Any = pair_accuracy(
+                job["policy"], job["ppms"], executor, job["problems"], seed, every_sentence
+            )
         elif job["kind"] == "flip":
-            result = relation_flip(job["ppms"], job["problems"])
+            result = relation_flip(job["ppms"], job["problems"], teacher)
         else:
             generator = HFGenerator(job["policy"], device="cpu", max_batch_size=256, seed=seed)
             scorer: Any = None
             if job.get("oracle"):
-                scorer = TeacherOracle(job["problems"], executor)
+                scorer = TeacherOracle(job["problems"], executor, every_sentence)
             elif job.get("ppm"):
                 scorer = PPMScorer.from_pretrained(job["ppm"], device="cpu", batch_size=32)
             result = evaluate_method(
@@ -593,9 +677,20 @@ def _digest(model_dir: str) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
 
 
+def teacher_format(run: Path) -> dict[str, bool]:
+    """The ``teacher_solution`` keywords of the build in ``run`` (what its policy learned to
+    write; an older build's recipe, or none, gives the plain teacher's)."""
+    path = run / "build.json"
+    recipe = json.loads(path.read_text()).get("recipe", {}) if path.is_file() else {}
+    if recipe.get("teacher_every_sentence"):
+        return {"every_sentence": True, "numbered": bool(recipe.get("teacher_step_numbers"))}
+    keys = ("plan", "quote", "equations")
+    return {k: bool(recipe.get(f"teacher_{k}")) for k in keys if recipe.get(f"teacher_{k}")}
+
+
 def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
     splits = {"val": load_split(run, "val", args.n), "hard": load_split(run, "hard", args.n_hard)}
-    base = {"threads": args.threads, "seed": args.seed}
+    base = {"threads": args.threads, "seed": args.seed, "teacher": teacher_format(run)}
     jobs: list[dict[str, Any]] = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:
@@ -775,7 +870,7 @@ def wall_time(out: dict[str, Any]) -> str:
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
-        f"{out.get('n_hard', out['n'])} held-out hard (6-7 steps) problems; sampling at "
+        f"{out.get('n_hard', out['n'])} held-out hard (8-9 steps) problems; sampling at "
         f"temperature {COMMON['temperature']}; `python benchmarks/miniature.py` "
         f"({out.get('jobs', 1)} searches at a time, {wall_time(out)}).",
     ]

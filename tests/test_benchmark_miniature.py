@@ -326,3 +326,65 @@ def test_the_teacher_oracle_judges_equation_steps_by_what_they_state() -> None:
         oracle = bench.TeacherOracle([problem.to_dict()], executor)
         scores = oracle.score([ScoreRequest(q, list(c)) for c in cases])
     assert dict(zip(cases, scores, strict=True)) == cases
+
+
+def test_the_teacher_oracle_judges_every_sentence_steps_by_the_sentence_they_translate() -> None:
+    """An every-sentence step is right when it states its sentence's equation (in any
+    equivalent form); skipping, repeating or flipping a sentence is wrong, and so is a final
+    step that comes too early or prints another answer."""
+    from rstar_math.data.synthetic import generate_problems, teacher_solution
+    from rstar_math.format import format_output, split_solution
+    from rstar_math.interfaces import ScoreRequest
+
+    bench = _bench()
+    problem = next(
+        p
+        for p in generate_problems(40, "level2", seed=1)
+        if any(" - " in e for _, e in p.meta["sentence_equations"])
+    )
+    steps = [s.text for s in split_solution(teacher_solution(problem, every_sentence=True))]
+    n = len(problem.meta["sentence_equations"])
+    steps[n] += format_output(problem.answer)  # as a search tree's chunk of a final code step
+    k = next(i for i, (_, e) in enumerate(problem.meta["sentence_equations"]) if " - " in e)
+    equation = problem.meta["sentence_equations"][k][1]
+    lhs, rhs = equation.split(" = ")
+    cases = {tuple(steps[: i + 1]): 1.0 for i in range(n + 2)}  # every prefix, the answer too
+    cases[(*steps[:k], steps[k].replace(equation, f"{rhs} = {lhs}"))] = 1.0  # sides swapped
+    cases[(*steps[:k], steps[k].replace(" - ", " + "))] = -1.0  # the relation turned round
+    if k + 1 < n:
+        cases[(*steps[:k], steps[k + 1])] = -1.0  # a sentence skipped
+    if k > 0:
+        cases[(*steps[:k], steps[k - 1])] = -1.0  # a sentence repeated
+    cases[(*steps[:k], steps[n])] = -1.0  # the final step before the last sentence
+    wrong_print = steps[n].replace(format_output(problem.answer), format_output("999"))
+    cases[(*steps[:n], wrong_print)] = -1.0
+    cases[(*steps[: n + 1], steps[n + 1].replace(problem.answer, "999"))] = -1.0
+    oracle = bench.TeacherOracle([problem.to_dict()], executor=None, every_sentence=True)
+    scores = oracle.score([ScoreRequest(problem.question, list(c)) for c in cases])
+    assert dict(zip(cases, scores, strict=True)) == cases
+
+
+def test_relation_flip_pairs_in_the_every_sentence_form() -> None:
+    from rstar_math.data.synthetic import generate_problems
+
+    bench = _bench()
+    problems = [p.to_dict() for p in generate_problems(60, "level2", seed=3)]
+    flips = bench.relation_flip_pairs(problems, {"every_sentence": True, "numbered": False})
+    assert flips["+"] and len(flips["+"]) == len(flips["-"])
+    for sign, pairs in flips.items():
+        for pair in pairs:
+            (pos,), (neg,) = pair.pos, pair.neg
+            assert "eqs.append('" in pos and "eqs.append('" in neg
+            other = "-" if sign == "+" else "+"
+            assert f" {sign} " in pos.splitlines()[-2] and f" {other} " in neg.splitlines()[-2]
+
+
+def test_the_benchmark_reads_the_teacher_format_from_the_build(tmp_path: Path) -> None:
+    bench = _bench()
+    assert bench.teacher_format(tmp_path) == {}
+    recipe = {"teacher_every_sentence": True, "teacher_step_numbers": False}
+    (tmp_path / "build.json").write_text(json.dumps({"recipe": recipe}))
+    assert bench.teacher_format(tmp_path) == {"every_sentence": True, "numbered": False}
+    recipe = {"teacher_every_sentence": False, "teacher_quote": True, "teacher_equations": True}
+    (tmp_path / "build.json").write_text(json.dumps({"recipe": recipe}))
+    assert bench.teacher_format(tmp_path) == {"quote": True, "equations": True}

@@ -60,13 +60,13 @@ RECIPE: dict[str, Any] = {
     "seed": 0,
     # data
     "train_levels": ["level1", "level2", "level3"],
-    "n_sft": 40000,  # teacher solutions for round 1
+    "n_sft": 48000,  # teacher solutions for round 1
     # {level: weight} of the round-1 teacher solutions (None: equal numbers of each level). The
     # policy's trouble is composing steps, so the 3-step and 4-5-step problems get more weight.
     "sft_level_mix": {"level1": 1, "level2": 2, "level3": 2},
     "n_evolve": 400,  # self-evolution pool (disjoint from the round-1 problems)
-    # the pool skips level 1, which the round-1 policy mostly solves already (76% greedy)
-    "evolve_levels": ["level2", "level3"],
+    # the pool holds the longest training problems (levels 1-2 are solved all but always)
+    "evolve_levels": ["level3"],
     # teacher solutions that open with a backward plan (teacher_solution(plan=True)), so that no
     # single step needs more than one hop of the problem's dependency graph
     "teacher_plan": False,
@@ -77,11 +77,18 @@ RECIPE: dict[str, Any] = {
     # order, and a final step that solves them (teacher_solution(equations=True)): no step has
     # to wait for a quantity computed later
     "teacher_equations": True,
+    # teacher steps that write every sentence of the question, distractors included, in order,
+    # each quoting its sentence and appending the equation it states; the final step solves
+    # them (teacher_solution(every_sentence=True)): every step's choice is local
+    "teacher_every_sentence": True,
+    # "# Step k: ..." headers (False: "# ..."; step numbers past the training range are
+    # tokens a tiny model has never seen)
+    "teacher_step_numbers": False,
     "n_val": 300,
     "n_hard": 300,
     # tokenizer + model
     "tokenizer_corpus": 2000,
-    "vocab_size": 512,
+    "vocab_size": 1024,  # names and common words become single tokens: shorter texts
     "model": {
         "arch": "qwen2",
         "hidden_size": 128,
@@ -89,7 +96,7 @@ RECIPE: dict[str, Any] = {
         "num_heads": 4,
         "num_kv_heads": 2,
         "intermediate_size": 384,
-        # equation solutions of hard problems reach about 1,100 tokens with the question
+        # hard problems with their solutions reach about 800 tokens
         "max_position_embeddings": 2048,
     },
     # round 1: SFT on teacher solutions
@@ -115,7 +122,7 @@ RECIPE: dict[str, Any] = {
         "num_candidates": 4,
         "temperature": 0.7,
         "c_puct": 2.0,
-        "max_depth": 12,
+        "max_depth": 16,  # a hard problem has up to 13 sentences
         "max_step_tokens": 256,
     },
     # each round's SFT mixes its own correct trajectories with this many teacher solutions of
@@ -293,6 +300,18 @@ def sft_quota(n_sft: int, levels: list[str], mix: dict[str, float] | None) -> di
     return quota
 
 
+def teacher_options(r: dict[str, Any]) -> dict[str, bool]:
+    """The recipe's keyword arguments of :func:`rstar_math.data.synthetic.teacher_solution`."""
+    if r["teacher_every_sentence"]:
+        return {"every_sentence": True, "numbered": r["teacher_step_numbers"]}
+    return {
+        "plan": r["teacher_plan"],
+        "quote": r["teacher_quote"],
+        "equations": r["teacher_equations"],
+        "numbered": r["teacher_step_numbers"],
+    }
+
+
 def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     from rstar_math.data.synthetic import make_splits, teacher_solution
 
@@ -334,9 +353,7 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
                 "question": p.question,
                 "response": teacher_solution(
                     p,
-                    plan=r["teacher_plan"],
-                    quote=r["teacher_quote"],
-                    equations=r["teacher_equations"],
+                    **teacher_options(r),
                 ),
             }
             for p in sft
@@ -373,9 +390,7 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
             r["tokenizer_corpus"],
             seed=r["seed"] + 1000,
             levels=r["train_levels"],
-            plan=r["teacher_plan"],
-            quote=r["teacher_quote"],
-            equations=r["teacher_equations"],
+            **{k: v for k, v in teacher_options(r).items() if k != "numbered"},
         ),
         vocab_size=r["vocab_size"],
     )

@@ -41,6 +41,8 @@ SMALL = {
     "sft_r1": {"batch_size": 4, "save_every": 2, "log_every": 1},
     "ppm_reference": {"problems": 4},
 }
+#: The teacher formats before the every-sentence one (what the plan/quote/equation keys shape).
+EARLIER = {"teacher_every_sentence": False, "teacher_step_numbers": True}
 
 
 def _script() -> ModuleType:
@@ -231,7 +233,7 @@ def test_teacher_plan_writes_planned_solutions_of_the_same_problems(tmp_path: Pa
     build = _script()
     assert build.RECIPE["teacher_plan"] is False  # the shipped build's solutions have no plan
     recipe = build.merge_recipe(
-        build.RECIPE, {**SMALL, "teacher_plan": True, "teacher_equations": False}
+        build.RECIPE, {**SMALL, **EARLIER, "teacher_plan": True, "teacher_equations": False}
     )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
@@ -251,7 +253,7 @@ def test_teacher_plan_writes_planned_solutions_of_the_same_problems(tmp_path: Pa
 def test_teacher_quote_writes_quoting_solutions_of_the_same_problems(tmp_path: Path) -> None:
     build = _script()
     recipe = build.merge_recipe(
-        build.RECIPE, {**SMALL, "teacher_quote": True, "teacher_equations": False}
+        build.RECIPE, {**SMALL, **EARLIER, "teacher_quote": True, "teacher_equations": False}
     )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
@@ -267,10 +269,8 @@ def test_teacher_quote_writes_quoting_solutions_of_the_same_problems(tmp_path: P
 
 def test_teacher_equations_writes_equation_solutions_of_the_same_problems(tmp_path: Path) -> None:
     build = _script()
-    # the shipped build writes equations, quoting each sentence above its equation
-    assert build.RECIPE["teacher_equations"] is True and build.RECIPE["teacher_quote"] is True
     recipe = build.merge_recipe(
-        build.RECIPE, {**SMALL, "teacher_equations": True, "teacher_quote": False}
+        build.RECIPE, {**SMALL, **EARLIER, "teacher_equations": True, "teacher_quote": False}
     )
     build.stage_data(tmp_path, recipe)
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
@@ -286,3 +286,26 @@ def test_teacher_equations_writes_equation_solutions_of_the_same_problems(tmp_pa
             row["response"].rsplit("<output>", 1)[1]
             == plain_row["response"].rsplit("<output>", 1)[1]
         )
+
+
+def test_the_shipped_recipe_writes_every_sentence_without_step_numbers(tmp_path: Path) -> None:
+    from rstar_math.data.synthetic import SyntheticProblem, teacher_solution
+
+    build = _script()
+    assert build.RECIPE["teacher_every_sentence"] is True
+    assert build.RECIPE["teacher_step_numbers"] is False
+    recipe = build.merge_recipe(build.RECIPE, SMALL)
+    build.stage_data(tmp_path, recipe)
+    rows = [json.loads(x) for x in (tmp_path / "data" / "sft_r1.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert "# Step" not in row["response"] and "eqs.append('" in row["response"]
+        first = row["response"].split("\n")[1].removeprefix("# ")
+        assert row["question"].startswith(first)  # the question's first sentence, quoted
+    val = [json.loads(x) for x in (tmp_path / "data" / "val.jsonl").read_text().splitlines()]
+    problem = SyntheticProblem.from_dict(val[0])
+    assert teacher_solution(problem, every_sentence=True, numbered=False).startswith(
+        "<code>\n# " + problem.question.split(". ")[0]
+    )
+    build.stage_init(tmp_path, recipe)
+    tokenizer = json.loads((tmp_path / "init" / "tokenizer.json").read_text())
+    assert any("append" in token for token in tokenizer["model"]["vocab"])

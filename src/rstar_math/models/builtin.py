@@ -72,9 +72,10 @@ _DEFAULT_SEARCH: dict[str, Any] = {
     "num_candidates": 4,
     "temperature": 0.7,
     "c_puct": 2.0,
-    "max_depth": 12,
-    # an equation step of a 6-7-step problem runs to about 155 tokens (sympy import, symbols,
-    # the equation and the quoted sentence above them)
+    # one step per sentence of the question: a long problem has 13 and more
+    "max_depth": 16,
+    # a step is a quoted sentence and one equation (about 40 tokens); the final step's solve
+    # about 60
     "max_step_tokens": 256,
     "answer_selection": "best",
 }

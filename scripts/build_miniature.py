@@ -446,6 +446,7 @@ def stage_ref_pairs(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         max_step_tokens=r["search"]["max_step_tokens"],
         batch_problems=r["chunk_size"],
         seed=r["seed"],
+        statements=r["teacher_every_sentence"],
     )
     with SandboxExecutor() as executor:
         result = reference_step_pairs(sample, generator, executor, config)

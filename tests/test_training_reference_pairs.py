@@ -313,3 +313,56 @@ def test_equation_judging_can_be_turned_off(executor: SandboxExecutor) -> None:
     assert second[0] in by_step(result.pairs)[1].pos
     with pytest.raises(ValueError, match="equations"):
         ReferencePairsConfig(equations="not a name")
+
+
+ST_QUESTION = "Ben has 3 more apples than Ann. Ann has 5 apples. How many apples does Ben have?"
+ST_STEP1 = (
+    "<code>\n# Ben has 3 more apples than Ann.\neqs = []\neqs.append('ben = ann + 3')\n"
+    "<end_of_step>"
+)
+ST_STEP2 = "\n\n# Ann has 5 apples.\neqs.append('ann = 5')\n<end_of_step>"
+ST_FINAL = (
+    "\n\n# Now print the final answer\nfrom sympy import solve, sympify\n"
+    "sol = solve([sympify('Eq(' + e.replace('=', ',') + ')') for e in eqs], dict=True)[0]\n"
+    "print(sol[sympify('ben')])\n<end_of_code>\n<output>8<end_of_output>\n"
+)
+ST_PROPOSALS = {
+    "": [
+        "<code>\n# Ben has 3 more apples than Ann.\neqs = []\neqs.append('ann + 3 = ben')\n"
+        "<end_of_step>",  # the same statement, sides swapped: right
+        "<code>\n# Ben has 3 more apples than Ann.\neqs = []\neqs.append('ben = ann - 3')\n"
+        "<end_of_step>",  # flipped
+        "<code>\n# Ann has 5 apples.\neqs = []\neqs.append('ann = 5')\n<end_of_step>",  # skips one
+    ],
+    "eqs.append('ben = ann + 3')\n<end_of_step>": [
+        "\n\n# Ben has 3 more apples than Ann.\neqs.append('ben = ann + 3')\n<end_of_step>",  # again
+        "\n\n# Ann has 5 apples.\neqs.append('2 * ann = 10')\n<end_of_step>",  # right
+        "\n\n# Ann has 5 apples.\nprint(eqs)\n<end_of_step>",  # not a statement: wrong
+    ],
+    "eqs.append('ann = 5')\n<end_of_step>": [
+        ST_FINAL.replace("sympify('ben')", "sympify('ann')").split("\n<output>")[0],  # prints 5
+    ],
+}
+
+
+def test_every_sentence_steps_are_judged_by_the_statement_at_their_place(
+    executor: SandboxExecutor,
+) -> None:
+    """A true fact in the wrong place (the next sentence, the last one again) is wrong: the
+    reference states one equation per sentence, in order."""
+    gen = ScriptedGenerator(ST_PROPOSALS)
+    record = {"question": ST_QUESTION, "response": ST_STEP1 + ST_STEP2 + ST_FINAL + ANSWER}
+    config = ReferencePairsConfig(statements=True)
+    result = reference_step_pairs([record], gen, executor, config)
+    pairs = by_step(result.pairs)
+    assert sorted(pairs) == [0, 1, 2]
+    assert pairs[0].pos == [ST_STEP1, ST_PROPOSALS[""][0]]
+    assert pairs[0].neg == ST_PROPOSALS[""][1:]
+    second = ST_PROPOSALS["eqs.append('ben = ann + 3')\n<end_of_step>"]
+    assert pairs[1].pos == [ST_STEP2, second[1]]
+    assert pairs[1].neg == [second[0], second[2]]
+    assert pairs[2].neg[0].endswith("<output>5<end_of_output>\n")  # the final step still runs
+    assert (result.right, result.wrong) == (2, 5)
+    # judged by running them, the skipped and the repeated sentence would count as right
+    plain = by_step(reference_step_pairs([record], gen, executor).pairs)
+    assert ST_PROPOSALS[""][2] not in plain.get(0, pairs[0]).neg

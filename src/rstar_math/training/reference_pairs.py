@@ -17,6 +17,11 @@ once, and a step that appends equations is right when each of them names only th
 quantities and holds at their solved values (and any symbol it declares is one the reference
 declares). ``ReferencePairsConfig.equations`` names the list (``None``: never look for one).
 
+A reference that states each sentence as an equation string (``eqs.append('ben = ann + 3')``, as
+``teacher_solution(every_sentence=True)`` writes) is judged with ``statements=True``: a code step
+is right when it states what the reference's step at the same place states, up to sides and a
+factor; skipping, repeating or mistranslating a sentence is wrong.
+
 A final code step is right when what it prints is the reference answer; an answer step when its
 boxed answer is. Steps that bind nothing (a comment, a bare print) get no label. The result is
 ordinary step-level :class:`~rstar_math.training.PreferencePair` records (``meta["source"] ==
@@ -78,7 +83,10 @@ class ReferencePairsConfig:
     positive (a pair then needs only one wrong proposal). ``batch_problems``: problems whose
     prefixes go to the generator in one call. ``equations``: the name of the list of sympy
     equations an equation-form reference builds (see the module docstring); ``None`` judges
-    every step by the values it binds.
+    every step by the values it binds. ``statements``: the reference states one equation string
+    per sentence (``teacher_solution(every_sentence=True)``): a code step is right when it
+    states what the reference step at the same place states
+    (:func:`rstar_math.data.synthetic.same_statement`), nothing run.
     """
 
     samples: int = 4
@@ -91,6 +99,7 @@ class ReferencePairsConfig:
     batch_problems: int = 64
     seed: int = 0
     equations: str | None = "eqs"
+    statements: bool = False
 
     def __post_init__(self) -> None:
         for name in ("samples", "max_step_tokens", "num_pos", "num_neg", "batch_problems"):
@@ -304,6 +313,17 @@ def _parse_problem(index: int, question: str, solution: str) -> _Problem | None:
     return _Problem(index, question, chunks, kinds, answer)
 
 
+def _states_the_same(code: str, p: _Problem, k: int) -> bool:
+    """Whether a proposed code step states what the reference's step ``k`` states."""
+    from rstar_math.data.synthetic import same_statement, stated_equations
+
+    mine = stated_equations(code)
+    theirs = stated_equations(extract_code(p.chunks[k])) if p.kinds[k] == StepKind.CODE else None
+    if not mine or theirs is None or len(mine) != len(theirs):
+        return False
+    return all(same_statement(a, b) for a, b in zip(mine, theirs, strict=True))
+
+
 def reference_step_pairs(
     records: Iterable[SFTRecord | Mapping[str, Any]],
     generator: Generator,
@@ -401,7 +421,7 @@ def _label_batch(
         )
 
     # 3. run each proposal after the reference's earlier steps
-    proposals: list[list[tuple[StepKind, str, str | None, list[str] | None]]] = []
+    proposals: list[list[tuple[StepKind, str, str | None, Any]]] = []
     exec_requests: list[ExecRequest] = []
     for (p, k), result in zip(sites, results, strict=True):
         seen: set[str] = {_step_text(p.chunks[k], p.kinds[k]).strip()}
@@ -415,6 +435,9 @@ def _label_batch(
             if key in seen:  # the reference step itself, or a duplicate proposal
                 continue
             seen.add(key)
+            if cfg.statements and step.kind == StepKind.CODE:
+                mine.append((step.kind, step.text, step.answer, _states_the_same(step.code, p, k)))
+                continue
             names = bound_names(step.code) if step.kind != StepKind.ANSWER else []
             if names and p.solved:
                 names = [n for n in names if n != cfg.equations]
@@ -437,6 +460,8 @@ def _label_batch(
             chunk = text
             if kind == StepKind.ANSWER:
                 verdict = answer is not None and is_equivalent(answer, p.answer)
+            elif isinstance(names, bool):  # judged by its statement (cfg.statements)
+                verdict = names
             else:
                 res = next(exec_results)
                 values, printed = _split_reports(res.stdout) if res.ok else ({}, "")

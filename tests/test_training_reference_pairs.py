@@ -335,7 +335,8 @@ ST_PROPOSALS = {
         "<code>\n# Ann has 5 apples.\neqs = []\neqs.append('ann = 5')\n<end_of_step>",  # skips one
     ],
     "eqs.append('ben = ann + 3')\n<end_of_step>": [
-        "\n\n# Ben has 3 more apples than Ann.\neqs.append('ben = ann + 3')\n<end_of_step>",  # again
+        # the first sentence again
+        "\n\n# Ben has 3 more apples than Ann.\neqs.append('ben = ann + 3')\n<end_of_step>",
         "\n\n# Ann has 5 apples.\neqs.append('2 * ann = 10')\n<end_of_step>",  # right
         "\n\n# Ann has 5 apples.\nprint(eqs)\n<end_of_step>",  # not a statement: wrong
     ],

@@ -716,10 +716,13 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
                 })  # fmt: skip
     if not args.skip_pairs:
         ppms = [(name, p) for name, _pol, p in models if p] or [("shipped", ppm)]
-        jobs.append({
-            **base, "kind": "pairs", "key": ["pairs"], "policy": policy, "ppms": ppms,
-            "problems": splits["val"],
-        })  # fmt: skip
+        # validation trees hold few pairs once the policy solves validation: the hard split's
+        # trees (also never trained on) are where the PPM has to tell steps apart
+        for key, split in (("pairs", "val"), ("pairs_hard", "hard")):
+            jobs.append({
+                **base, "kind": "pairs", "key": [key], "policy": policy, "ppms": ppms,
+                "problems": splits[split],
+            })  # fmt: skip
         # scoring only, so the whole validation split: more pairs, a tighter estimate
         jobs.append({
             **base, "kind": "flip", "key": ["flip"], "ppms": ppms,
@@ -849,8 +852,8 @@ def record_result(out: dict[str, Any], key: list[Any], result: dict[str, Any]) -
         out["rounds"][key[1]][key[2]] = result
     elif key[0] == "flip":
         out["flip"] = result
-    else:
-        out["pairs"] = result
+    else:  # "pairs" (validation trees) or "pairs_hard" (hard trees)
+        out[key[0]] = result
 
 
 def wall_time(out: dict[str, Any]) -> str:
@@ -916,20 +919,27 @@ def render(out: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['round']} | {pct(r['greedy']['accuracy'])} | {pct(r['mcts']['accuracy'])} |"
             )
-    pairs = out.get("pairs")
-    if pairs:
+    for key, split in (("pairs", "validation"), ("pairs_hard", "hard")):
+        pairs = out.get(key)
+        if not pairs:
+            continue
         lines += [
             "",
             f"PPM pair accuracy on {pairs['pairs']} preference pairs extracted from "
-            f"terminal-guided MCTS trees of {pairs['problems']} validation problems (held out "
-            "from training):",
+            f"terminal-guided MCTS trees of {pairs['problems']} {split} problems (held out "
+            "from training; a pair sets each of a node's positive children against each "
+            "negative one, and accuracy is over these comparisons):",
             "",
-            "| PPM | pair accuracy | strict (ties count wrong) |",
-            "| --- | --- | --- |",
+            "| PPM | pair accuracy | strict (ties count wrong) | comparisons |",
+            "| --- | --- | --- | --- |",
         ]
         for name, res in pairs.items():
             if isinstance(res, dict):
-                lines.append(f"| {name} | {pct(res['accuracy'])} | {pct(res['strict_accuracy'])} |")
+                combos = res.get("combos")
+                n = "-" if combos is None else f"{combos:.0f}"
+                lines.append(
+                    f"| {name} | {pct(res['accuracy'])} | {pct(res['strict_accuracy'])} | {n} |"
+                )
     flips = out.get("flip")
     if flips and flips.get("ppms"):
         n = flips["pairs"]

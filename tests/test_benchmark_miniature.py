@@ -244,8 +244,27 @@ def test_the_relation_flip_table_is_rendered_per_ppm(tmp_path: Path) -> None:
     assert "| round 2 PPM | 100.0% | 0.0% | 50.0% |" in text
     assert "Does the PPM read the question?" not in bench.render({**out, "flip": None})
     jobs = bench.plan_jobs(_args(skip_pairs=False, methods=""), _run_dir(tmp_path), "p", "q")
-    assert [j["kind"] for j in jobs] == ["pairs", "flip"]
-    assert jobs[1]["ppms"] == [("shipped", "q")]
+    assert [j["kind"] for j in jobs] == ["pairs", "pairs", "flip"]
+    assert [j["key"] for j in jobs[:2]] == [["pairs"], ["pairs_hard"]]
+    assert [len(j["problems"]) for j in jobs[:2]] == [3, 2]  # --n val, --n-hard hard problems
+    assert jobs[2]["ppms"] == [("shipped", "q")]
+
+
+def test_pairs_from_hard_trees_get_their_own_table() -> None:
+    bench = _bench()
+    val = {"pairs": 1, "problems": 3, "round 2 PPM": {"accuracy": 1.0, "strict_accuracy": 1.0}}
+    hard = {
+        "pairs": 40,
+        "problems": 2,
+        "round 2 PPM": {"accuracy": 0.55, "strict_accuracy": 0.5, "combos": 60.0},
+    }
+    out: dict[str, Any] = {"n": 3, "pairs": val}
+    bench.record_result(out, ["pairs_hard"], hard)
+    assert out["pairs_hard"] == hard and out["pairs"] == val
+    text = bench.render(out)
+    assert "1 preference pairs extracted from terminal-guided MCTS trees of 3 validation" in text
+    assert "40 preference pairs extracted from terminal-guided MCTS trees of 2 hard" in text
+    assert "| round 2 PPM | 55.0% | 50.0% | 60 |" in text
 
 
 def test_the_header_says_which_results_came_from_the_cache() -> None:

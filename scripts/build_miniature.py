@@ -14,7 +14,7 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
 1. ``data``: seeded synthetic splits (:func:`rstar_math.data.synthetic.make_splits`): teacher
    solutions of training problems (levels 1-3: 1-5 reasoning steps) for round 1, a disjoint pool
    of training problems for self-evolution, the validation split and the held-out ``hard`` split
-   (6-7 steps, never trained on), written as JSONL under ``RUN/data``.
+   (8-9 steps, never trained on), written as JSONL under ``RUN/data``.
 2. ``init``: a byte-level BPE tokenizer (the format's step markers as special tokens) and a
    randomly initialised tiny Qwen2 (:mod:`rstar_math.models.tiny`).
 3. ``sft_r1`` (round 1, the bootstrap): :func:`rstar_math.training.train_sft` on the teacher
@@ -22,7 +22,8 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
 4. ``ref_pairs`` (off unless ``ppm_reference.problems`` > 0): PPM pairs checked against the
    teacher (:func:`rstar_math.training.reference_step_pairs`): the round-1 policy proposes next
    steps at every prefix of teacher solutions; each runs after the teacher's earlier steps and is
-   right when the names it binds hold the teacher's values. Every round's PPM trains on them too.
+   right when the names it binds hold the teacher's values (with the every-sentence teacher: when
+   it states what the teacher's step at its place states). Every round's PPM trains on them too.
 5. ``evolve``: :class:`rstar_math.evolution.EvolutionRunner` runs the further rounds on the
    self-evolution pool: round 2 = terminal-guided MCTS with the round-1 policy -> SFT on its top-2
    correct trajectories per problem (mixed with a replay sample of the teacher solutions) + PPM

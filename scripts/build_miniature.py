@@ -61,6 +61,10 @@ RECIPE: dict[str, Any] = {
     "seed": 0,
     # data
     "train_levels": ["level1", "level2", "level3"],
+    # levels of the recipe's own that train_levels and evolve_levels may name, besides
+    # rstar_math.data.synthetic.LEVELS: {name: LevelSpec fields}, e.g.
+    # {"level4": {"hops": [6, 7], "distractors": [1, 3]}} (training must keep fewer hops than hard)
+    "levels": {},
     "n_sft": 48000,  # teacher solutions for round 1
     # {level: weight} of the round-1 teacher solutions (None: equal numbers of each level). The
     # policy's trouble is composing steps, so the 3-step and 4-5-step problems get more weight.
@@ -254,6 +258,11 @@ class Build:
         os.replace(tmp, self.path)
 
 
+#: Recipe keys whose value is a mapping keyed by level names, taken whole (not merged): a mix or
+#: a set of levels is one choice, and its keys may be levels the recipe defines itself.
+OPEN_KEYS = ("levels", "sft_level_mix")
+
+
 def merge_recipe(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
     """``base`` with ``override`` merged in, recursively; unknown keys are an error."""
     out = dict(base)
@@ -261,7 +270,9 @@ def merge_recipe(base: dict[str, Any], override: dict[str, Any], where: str = ""
         if key not in base:
             known = ", ".join(sorted(base))
             raise SystemExit(f"--recipe: unknown key {where}{key!r} (known: {known})")
-        if isinstance(base[key], dict) and isinstance(value, dict):
+        if f"{where}{key}" in OPEN_KEYS:
+            out[key] = value
+        elif isinstance(base[key], dict) and isinstance(value, dict):
             out[key] = merge_recipe(base[key], value, f"{where}{key}.")
         else:
             out[key] = value
@@ -301,6 +312,40 @@ def sft_quota(n_sft: int, levels: list[str], mix: dict[str, float] | None) -> di
     return quota
 
 
+def level_specs(r: dict[str, Any], names: list[str]) -> list[Any]:
+    """The :class:`~rstar_math.data.synthetic.LevelSpec` of each level name: the recipe's own
+    ``levels`` first, then :data:`rstar_math.data.synthetic.LEVELS`."""
+    from dataclasses import fields
+
+    from rstar_math.data.synthetic import LEVELS, LevelSpec
+
+    own = r.get("levels") or {}
+    clash = sorted(set(own) & set(LEVELS))
+    if clash:
+        raise SystemExit(f"levels: {clash} are built-in level names; give the new levels others")
+    allowed = {f.name for f in fields(LevelSpec)} - {"name"}
+    specs = []
+    for name in names:
+        if name in LEVELS:
+            specs.append(LEVELS[name])
+            continue
+        if name not in own:
+            known = ", ".join(sorted(LEVELS) + sorted(own))
+            raise SystemExit(f"unknown level {name!r} (known: {known}; add it to 'levels')")
+        spec = own[name]
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise SystemExit(
+                f"levels.{name}: unknown field(s) {unknown} (LevelSpec has {sorted(allowed)})"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        try:
+            specs.append(LevelSpec(name, **values))
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"levels.{name}: {exc}") from exc
+    return specs
+
+
 def teacher_options(r: dict[str, Any]) -> dict[str, bool]:
     """The recipe's keyword arguments of :func:`rstar_math.data.synthetic.teacher_solution`."""
     if r["teacher_every_sentence"]:
@@ -317,13 +362,19 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     from rstar_math.data.synthetic import make_splits, teacher_solution
 
     levels = list(r["train_levels"])
+    specs = level_specs(r, levels)
+    level_specs(r, list(r["evolve_levels"]))  # a misspelt pool level fails here, not later
     quota = sft_quota(r["n_sft"], levels, r.get("sft_level_mix"))
     # make_splits cycles through the levels; ask for enough to fill both pools
     n_train = len(levels) * max(quota.values()) + 3 * r["n_evolve"] * len(levels) // max(
         1, len(r["evolve_levels"])
     )
     splits = make_splits(
-        r["seed"], n_train=n_train, n_val=r["n_val"], n_hard=r["n_hard"], train_levels=levels
+        r["seed"],
+        n_train=n_train,
+        n_val=r["n_val"],
+        n_hard=r["n_hard"],
+        train_levels=specs,
     )
     sft, rest = [], []
     for p in splits["train"]:
@@ -390,7 +441,7 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         corpus(
             r["tokenizer_corpus"],
             seed=r["seed"] + 1000,
-            levels=r["train_levels"],
+            levels=level_specs(r, list(r["train_levels"])),
             **{k: v for k, v in teacher_options(r).items() if k != "numbered"},
         ),
         vocab_size=r["vocab_size"],

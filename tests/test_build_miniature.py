@@ -309,3 +309,50 @@ def test_the_shipped_recipe_writes_every_sentence_without_step_numbers(tmp_path:
     build.stage_init(tmp_path, recipe)
     tokenizer = json.loads((tmp_path / "init" / "tokenizer.json").read_text())
     assert any("append" in token for token in tokenizer["model"]["vocab"])
+
+
+def test_a_recipe_can_train_on_levels_of_its_own(tmp_path: Path) -> None:
+    """``levels`` defines new levels (LevelSpec fields) that train and pool levels may name."""
+    from rstar_math.data.synthetic import SyntheticProblem
+
+    build = _script()
+    level4 = {"hops": [6, 7], "distractors": [0, 1], "order": [1, 0, 0]}
+    recipe = build.merge_recipe(
+        build.RECIPE,
+        {
+            **SMALL,
+            "levels": {"level4": level4},
+            "train_levels": ["level1", "level4"],
+            "sft_level_mix": {"level1": 1, "level4": 2},
+            "n_sft": 12,
+            "n_val": 8,  # the splits cycle through the four families, then the levels
+            "evolve_levels": ["level4"],
+        },
+    )
+    assert recipe["levels"] == {"level4": level4}  # taken whole, not merged key by key
+    info = build.stage_data(tmp_path, recipe)
+    assert info["sft_levels"] == {"level1": 4, "level4": 8}
+    assert info["evolve_levels"] == {"level4": 3}
+    pool = {json.loads(x)["question"] for x in (tmp_path / "data" / "evolve.jsonl").open()}
+    val = [
+        SyntheticProblem.from_dict(json.loads(x)) for x in (tmp_path / "data" / "val.jsonl").open()
+    ]
+    assert {p.level for p in val} <= {"level1", "level4"}
+    deep = [p for p in val if p.level == "level4"]
+    assert deep and all(6 <= p.hops <= 7 for p in deep)
+    assert len(pool) == 3
+
+    for bad, match in (
+        ({"levels": {"level3": level4}}, "built-in level names"),
+        ({"train_levels": ["level1", "level9"]}, "unknown level 'level9'"),
+        ({"levels": {"level4": {**level4, "depth": 3}}, "train_levels": ["level4"]}, "depth"),
+        (
+            {
+                "levels": {"level4": {"hops": [0, 7], "distractors": [0, 1]}},
+                "train_levels": ["level4"],
+            },
+            "hops",
+        ),
+    ):
+        with pytest.raises(SystemExit, match=match):
+            build.stage_data(tmp_path / "bad", build.merge_recipe(recipe, bad))

@@ -134,7 +134,8 @@ def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
     """The first ``n`` problems of the build's ``name`` split (``RUN/data/<name>.jsonl``).
 
     The validation split is only disjoint from the training problems of the build that wrote
-    it, so it is read from the run directory, never regenerated.
+    it, so it is read from the run directory, never regenerated. Validation problems the
+    build's acceptance check chose policies on (``RUN/data/select.jsonl``) are left out.
     """
     path = run / "data" / f"{name}.jsonl"
     if not path.is_file():
@@ -142,6 +143,10 @@ def load_split(run: Path, name: str, n: int) -> list[dict[str, Any]]:
             f"{path} not found: give --run-dir the directory scripts/build_miniature.py built in"
         )
     rows = [json.loads(line) for line in path.open() if line.strip()]
+    select = run / "data" / "select.jsonl"
+    if name == "val" and select.is_file():
+        chosen_on = {json.loads(line)["question"] for line in select.open() if line.strip()}
+        rows = [row for row in rows if row["question"] not in chosen_on]
     return rows[:n]
 
 
@@ -196,7 +201,11 @@ def evaluate_method(
 
 
 def round_models(run: Path) -> list[tuple[str, str, str | None]]:
-    """(name, policy dir, ppm dir or None) of every round, from the run directory."""
+    """(name, policy dir, ppm dir or None) of every round, from the run directory.
+
+    A round whose trained policy the acceptance check rejected ends with the policy it kept:
+    that is the round's policy, and its name says so.
+    """
     out: list[tuple[str, str, str | None]] = []
     r1 = run / "sft_r1" / "final"
     if r1.exists():
@@ -210,6 +219,10 @@ def round_models(run: Path) -> list[tuple[str, str, str | None]]:
             ppm = stages.get("train_ppm", {}).get("model_dir")
             number = int(key.split("_")[1]) + 1
             kind = "terminal-guided MCTS" if rounds[key].get("ppm_used") is None else "PPM-MCTS"
+            accept = stages.get("accept")
+            if policy and accept is not None and not accept["accepted"]:
+                policy = accept["incumbent"]
+                kind += "; its policy rejected, the previous kept"
             if policy:
                 out.append((f"round {number} ({kind})", policy, ppm))
     return out

@@ -28,7 +28,9 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
    self-evolution pool: round 2 = terminal-guided MCTS with the round-1 policy -> SFT on its top-2
    correct trajectories per problem (mixed with a replay sample of the teacher solutions) + PPM
    trained on its preference pairs; round 3 = MCTS guided by that PPM with the round-2 policy ->
-   SFT (its own trajectories, round 2's and the replay sample) + PPM again.
+   SFT (its own trajectories, round 2's and the replay sample) + PPM again. With
+   ``acceptance.methods``, a round keeps its policy only if it is not less accurate on held-back
+   validation problems (``RUN/data/select.jsonl``) than the one before.
 6. ``install``: copies the final policy and PPM (safetensors, config, tokenizer) into
    ``src/rstar_math/models/miniature/{policy,ppm}`` (with ``build_info.json``).
 
@@ -164,6 +166,11 @@ RECIPE: dict[str, Any] = {
     # problems=0: tree pairs only
     "ppm_reference": {"problems": 0, "samples": 4, "temperature": 0.7},
     "chunk_size": 100,
+    # the acceptance check of rounds 2-3 (RoundConfig.acceptance): a round keeps its trained
+    # policy only if it is at least as accurate by these methods ("greedy", "mcts") on the last
+    # `problems` validation problems, which the benchmark then leaves out. Off ([]) in the
+    # shipped build.
+    "acceptance": {"methods": [], "problems": 100},
     "generator_max_batch_size": 400,
 }
 
@@ -514,6 +521,8 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
     round2_sft = str(run / "evolution" / "round_1" / "sft.jsonl")
     ref_pairs = [str(run / "data" / "ref_pairs.jsonl")] if r["ppm_reference"]["problems"] else []
     search = dict(r["search"])
+    acceptance = list(r["acceptance"]["methods"])
+    validation = write_select(run, r) if acceptance else None
     sft = {**r["round_sft"], "device": "cpu"}
     ppm = {**r["round_ppm"], "device": "cpu"}
     rounds = [
@@ -524,6 +533,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             use_ppm=False,
             sft_from="policy",
             sft_mix=[replay],
+            acceptance=list(acceptance),
             sft=dict(sft),
             ppm=dict(ppm),
             ppm_mix=list(ref_pairs),
@@ -535,6 +545,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             use_ppm=True,
             sft_from="policy",
             sft_mix=[replay, round2_sft],
+            acceptance=list(acceptance),
             sft=dict(sft),
             ppm=dict(ppm),
             ppm_mix=list(ref_pairs),
@@ -544,6 +555,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
         problems=str(run / "data" / "evolve.jsonl"),
         base_policy=policy_r1,
         rounds=rounds,
+        validation=validation,
         backend="hf",
         device="cpu",
         chunk_size=r["chunk_size"],
@@ -551,6 +563,27 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
         generator_kwargs={"max_batch_size": r["generator_max_batch_size"], "seed": r["seed"]},
         show_progress=progress,
     )
+
+
+def write_select(run: Path, r: dict[str, Any]) -> str:
+    """``RUN/data/select.jsonl``: the last ``acceptance.problems`` validation problems, on which
+    the acceptance check chooses policies (so the benchmark must not report on them)."""
+    n = r["acceptance"]["problems"]
+    rows = _read_jsonl(run / "data" / "val.jsonl")
+    if not 0 < n < len(rows):
+        raise ValueError(
+            f"acceptance.problems must be between 1 and {len(rows) - 1} (the validation split "
+            f"has {len(rows)} problems and the benchmark needs the rest), got {n}"
+        )
+    path = run / "data" / "select.jsonl"
+    _write_jsonl(
+        path,
+        [
+            {"id": f"select-{i}", "question": row["question"], "answer": row["answer"]}
+            for i, row in enumerate(rows[-n:])
+        ],
+    )
+    return str(path)
 
 
 def write_replay(run: Path, r: dict[str, Any]) -> int:

@@ -407,3 +407,52 @@ def test_the_benchmark_reads_the_teacher_format_from_the_build(tmp_path: Path) -
     recipe = {"teacher_every_sentence": False, "teacher_quote": True, "teacher_equations": True}
     (tmp_path / "build.json").write_text(json.dumps({"recipe": recipe}))
     assert bench.teacher_format(tmp_path) == {"quote": True, "equations": True}
+
+
+def test_a_rejected_round_is_measured_with_the_policy_it_kept(tmp_path: Path) -> None:
+    bench = _bench()
+    (tmp_path / "sft_r1" / "final").mkdir(parents=True)
+    (tmp_path / "evolution").mkdir()
+    r1 = str(tmp_path / "sft_r1" / "final")
+    trained = {i: str(tmp_path / "evolution" / f"round_{i}" / "policy" / "final") for i in (1, 2)}
+    ppm = {i: str(tmp_path / "evolution" / f"round_{i}" / "ppm" / "final") for i in (1, 2)}
+    rounds = {
+        "round_1": {
+            "ppm_used": None,
+            "stages": {
+                "train_sft": {"model_dir": trained[1]},
+                "accept": {"accepted": False, "incumbent": r1, "candidate": trained[1]},
+                "train_ppm": {"model_dir": ppm[1]},
+            },
+        },
+        "round_2": {
+            "ppm_used": ppm[1],
+            "stages": {
+                "train_sft": {"model_dir": trained[2]},
+                "accept": {"accepted": True, "incumbent": r1, "candidate": trained[2]},
+                "train_ppm": {"model_dir": ppm[2]},
+            },
+        },
+    }
+    (tmp_path / "evolution" / "manifest.json").write_text(json.dumps({"rounds": rounds}))
+    models = bench.round_models(tmp_path)
+    assert [(pol, p) for _, pol, p in models] == [(r1, None), (r1, ppm[1]), (trained[2], ppm[2])]
+    assert "rejected" in models[1][0] and "rejected" not in models[2][0]
+
+
+def test_validation_problems_the_acceptance_check_chose_on_are_not_reported(
+    tmp_path: Path,
+) -> None:
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    assert [r["question"] for r in bench.load_split(run, "val", 10)] == [
+        f"val {i}?" for i in range(4)
+    ]
+    (run / "data" / "select.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "question": f"val {i}?", "answer": str(i)}) + "\n"
+            for i in (2, 3)
+        )
+    )
+    assert [r["question"] for r in bench.load_split(run, "val", 10)] == ["val 0?", "val 1?"]
+    assert len(bench.load_split(run, "hard", 10)) == 3  # only validation is held back

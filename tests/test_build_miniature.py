@@ -356,3 +356,28 @@ def test_a_recipe_can_train_on_levels_of_its_own(tmp_path: Path) -> None:
     ):
         with pytest.raises(SystemExit, match=match):
             build.stage_data(tmp_path / "bad", build.merge_recipe(recipe, bad))
+
+
+def test_the_acceptance_check_chooses_on_held_back_validation_problems(tmp_path: Path) -> None:
+    build = _script()
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    val = [{"question": f"q{i}?", "answer": str(i), "solution": "..."} for i in range(5)]
+    (run / "data" / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+
+    shipped = build.evolution_config(run, build.RECIPE, progress=False)
+    assert shipped.validation is None and [r.acceptance for r in shipped.rounds] == [[], []]
+    assert not (run / "data" / "select.jsonl").exists()
+
+    recipe = build.merge_recipe(
+        build.RECIPE, {"acceptance": {"methods": ["greedy", "mcts"], "problems": 2}}
+    )
+    config = build.evolution_config(run, recipe, progress=False)
+    assert config.validation == str(run / "data" / "select.jsonl")
+    assert [r.acceptance for r in config.rounds] == [["greedy", "mcts"]] * 2
+    chosen = [json.loads(line) for line in (run / "data" / "select.jsonl").open()]
+    assert [(r["question"], r["answer"]) for r in chosen] == [("q3?", "3"), ("q4?", "4")]
+
+    too_many = build.merge_recipe(recipe, {"acceptance": {"problems": 5}})
+    with pytest.raises(ValueError, match=r"acceptance\.problems must be between 1 and 4"):
+        build.evolution_config(run, too_many, progress=False)

@@ -189,6 +189,108 @@ def test_round_ppm_mixes_in_earlier_pairs(tmp_path: Path, base_policy: Path) -> 
         EvolutionConfig.from_dict(data)
 
 
+@pytest.mark.hf
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_acceptance_check_measures_the_trained_policy_for_real(
+    tmp_path: Path, base_policy: Path
+) -> None:
+    problems = tmp_path / "problems.jsonl"
+    problems_jsonl(problems, n=3)
+    validation = tmp_path / "validation.jsonl"
+    problems_jsonl(validation, n=2)
+    data = evolve_config(problems, base_policy, sft_steps=2)
+    data["rounds"] = data["rounds"][:1]
+    data["rounds"][0]["acceptance"] = ["greedy", "mcts"]
+    data["validation"] = str(validation)
+    runner = EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run")
+    manifest = runner.run()
+
+    accept = manifest["rounds"]["round_1"]["stages"]["accept"]
+    run = tmp_path / "run" / "round_1"
+    assert accept["candidate"] == str(run / "policy" / "final")
+    assert accept["incumbent"] == str(base_policy)  # the policy the run would continue with
+    assert accept["problems"] == 2 and set(accept["methods"]) == {"greedy", "mcts"}
+    for method, acc in accept["methods"].items():
+        for who in ("candidate", "incumbent"):
+            # each policy really solved every validation problem, graded per row
+            rows = [
+                json.loads(line)
+                for line in (run / "accept" / f"{who}_{method}.jsonl").read_text().splitlines()
+            ]
+            assert sorted(r["problem_id"] for r in rows) == ["p0", "p1"]
+            assert all(r["tokens"] > 0 for r in rows)
+            assert acc[who] == pytest.approx(
+                sum(next(iter(r["answers"]["majority"].values()))["correct"] for r in rows) / 2
+            )
+    kept = all(a["candidate"] >= a["incumbent"] for a in accept["methods"].values())
+    assert accept["accepted"] == kept
+    expected = accept["candidate"] if kept else str(base_policy)
+    assert runner.final_policy() == expected
+    assert manifest["rounds"]["round_1"]["stages"]["train_ppm"]["initialised_from"] == expected
+
+
+@pytest.mark.hf
+@pytest.mark.slow
+def test_a_rejected_policy_is_not_continued_from(
+    tmp_path: Path, base_policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's measurements are its neighbour here (fixed accuracies), its decision is not."""
+    problems = tmp_path / "problems.jsonl"
+    problems_jsonl(problems, n=3)
+    validation = tmp_path / "validation.jsonl"
+    problems_jsonl(validation, n=2)
+    data = evolve_config(problems, base_policy, sft_steps=2)
+    for rnd in data["rounds"]:
+        rnd["acceptance"] = ["greedy"]
+    data["rounds"][1]["use_ppm"] = False
+    data["validation"] = str(validation)
+    run = tmp_path / "run"
+    accuracy = {
+        str(base_policy): 0.5,
+        str(run / "round_1" / "policy" / "final"): 0.25,  # worse than the base: rejected
+        str(run / "round_2" / "policy" / "final"): 0.5,  # a tie is kept
+    }
+    measured: list[str] = []
+
+    def fixed(self: Any, index: int, policy: str, method: str, results: Path) -> float:
+        measured.append(policy)
+        return accuracy[policy]
+
+    monkeypatch.setattr(EvolutionRunner, "_accuracy", fixed)
+    runner = EvolutionRunner(EvolutionConfig.from_dict(data), run)
+    manifest = runner.run()
+
+    r1, r2 = (manifest["rounds"][f"round_{i}"]["stages"] for i in (1, 2))
+    assert r1["accept"]["accepted"] is False and r2["accept"]["accepted"] is True
+    # round 2 was measured against the base policy, not round 1's rejected one
+    assert r2["accept"]["incumbent"] == str(base_policy)
+    assert runner.kept_policy(0) is None
+    assert runner.final_policy() == str(run / "round_2" / "policy" / "final")
+    # the rejected round's PPM starts from the policy the run continues with
+    assert r1["train_ppm"]["initialised_from"] == str(base_policy)
+    assert (run / "round_1" / "policy" / "final" / "config.json").is_file()  # kept on disk
+
+    # resuming does not measure again: the decision is in the manifest
+    measured.clear()
+    EvolutionRunner(EvolutionConfig.from_dict(data), run).run()
+    assert measured == []
+
+
+def test_acceptance_config_errors(tmp_path: Path) -> None:
+    data = evolve_config(tmp_path / "p.jsonl", tmp_path / "base")
+    data["rounds"][1]["acceptance"] = ["greedy"]
+    with pytest.raises(ValueError, match=r"rounds \[2\] have an acceptance check .* validation"):
+        EvolutionConfig.from_dict(data)
+    data["validation"] = str(tmp_path / "v.jsonl")
+    data["rounds"][1]["acceptance"] = ["beam"]
+    with pytest.raises(ValueError, match="acceptance methods must be among"):
+        EvolutionConfig.from_dict(data)
+    data["rounds"][1]["acceptance"] = "greedy"
+    with pytest.raises(ValueError, match="acceptance must be a list"):
+        EvolutionConfig.from_dict(data)
+
+
 def _evolve_cmd(config: Path, run_dir: Path) -> list[str]:
     return [
         sys.executable,

@@ -8,6 +8,7 @@ A run lives in one directory::
     RUN/round_1/sft.jsonl        top-k correct trajectories per problem
     RUN/round_1/pairs.jsonl      PPM preference pairs
     RUN/round_1/policy/          SFT trainer output; the policy is policy/final
+    RUN/round_1/accept/          the acceptance check's evaluations (rounds with ``acceptance``)
     RUN/round_1/ppm/             PPM trainer output; the PPM is ppm/final
 
 Every stage is idempotent and resumable: generation skips problems already written, extraction
@@ -18,6 +19,12 @@ command again after a kill continues where it stopped.
 Round presets follow the paper: round 1 runs a bootstrap policy with the few-shot prompt and
 terminal-guided MCTS; round 2 the round-1 SFT policy, terminal-guided, more rollouts; rounds 3-4
 MCTS guided by the previous round's PPM, with extra rollouts for problems still unsolved.
+
+A round with ``acceptance`` keeps its trained policy only if that policy is at least as accurate
+on the run's ``validation`` problems as the policy the run would otherwise continue with; a
+rejected policy stays on disk and in the manifest, and the next round starts from the kept one.
+The paper keeps every round; a policy of a few million parameters can lose more from a few
+hundred of its own solutions than it gains, and the check makes a round unable to lower it.
 """
 
 from __future__ import annotations
@@ -42,7 +49,13 @@ __all__ = ["EvolutionConfig", "EvolutionRunner", "RoundConfig"]
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-STAGES = ("generate", "generate_extra", "extract", "train_sft", "train_ppm")
+STAGES = ("generate", "generate_extra", "extract", "train_sft", "accept", "train_ppm")
+#: How the acceptance check measures a policy: greedy decoding, and MCTS without a PPM whose
+#: answer is the majority over its trajectories (with no PPM and no reference at test time every
+#: terminal is worth 0, so UCT must try unvisited children first).
+ACCEPTANCE_METHODS = ("greedy", "mcts")
+#: Cut-off for evaluate()'s "first k trajectories": every trajectory of the tree.
+_ALL_TRAJECTORIES = 1 << 30
 
 
 @dataclass
@@ -61,6 +74,12 @@ class RoundConfig:
     ``ppm_mix``: likewise, JSONL files of preference pairs (earlier rounds' ``pairs.jsonl``) the
     PPM trains on together with this round's own; a few hundred pairs a round are too few for a
     PPM to generalise from. A round with no pairs of its own trains no PPM.
+    ``acceptance``: methods among :data:`ACCEPTANCE_METHODS` (``"greedy"``, ``"mcts"``, the
+    latter with this round's search settings and no PPM); when given, the round's trained policy
+    is kept only if on the run's ``validation`` problems it is at least as accurate by every
+    listed method as the policy it would replace (the latest kept one, or the base policy). Empty
+    (the default, the paper): every trained policy is kept. The round's PPM is initialised from
+    the kept policy.
     """
 
     search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
@@ -77,6 +96,7 @@ class RoundConfig:
     pairs_margin: float = 0.0
     sft_mix: list[str] = field(default_factory=list)
     ppm_mix: list[str] = field(default_factory=list)
+    acceptance: list[str] = field(default_factory=list)
     sft: dict[str, Any] = field(default_factory=dict)
     ppm: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +112,14 @@ class RoundConfig:
             raise ValueError(f"sft_from must be 'base' or 'policy', got {self.sft_from!r}")
         if self.extra_rollouts < 0:
             raise ValueError("extra_rollouts must be >= 0")
+        if isinstance(self.acceptance, str):
+            raise ValueError("acceptance must be a list of methods, not one method")
+        self.acceptance = list(self.acceptance)
+        unknown = [m for m in self.acceptance if m not in ACCEPTANCE_METHODS]
+        if unknown:
+            raise ValueError(
+                f"acceptance methods must be among {ACCEPTANCE_METHODS}, got {unknown!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -101,11 +129,17 @@ class RoundConfig:
 
 @dataclass
 class EvolutionConfig:
-    """A whole self-evolution run; keys mirror the dataclasses so a YAML file maps onto it."""
+    """A whole self-evolution run; keys mirror the dataclasses so a YAML file maps onto it.
+
+    ``validation``: JSONL of problems with reference answers on which rounds with
+    ``acceptance`` measure their trained policy. Keep it apart from the problems you report
+    results on: choosing policies on those would overstate them.
+    """
 
     problems: str
     base_policy: str
     rounds: list[RoundConfig] = field(default_factory=list)
+    validation: str | None = None
     backend: str = "hf"
     device: str | None = None
     few_shots: list[str] = field(default_factory=list)
@@ -125,6 +159,12 @@ class EvolutionConfig:
             raise ValueError("an evolution run needs at least one round")
         if self.rounds[0].policy is None:
             raise ValueError("round 1 needs an explicit policy (the bootstrap model)")
+        checked = [i + 1 for i, r in enumerate(self.rounds) if r.acceptance]
+        if checked and not self.validation:
+            raise ValueError(
+                f"rounds {checked} have an acceptance check but the run has no validation "
+                "problems (set validation to a JSONL file)"
+            )
 
     @classmethod
     def paper(
@@ -224,16 +264,26 @@ class EvolutionRunner:
         info = self._round_state(f"round_{index + 1}")["stages"].get(stage)
         return info.get("model_dir") if info else None
 
+    def kept_policy(self, index: int) -> str | None:
+        """Round ``index``'s trained policy unless its acceptance check rejected it."""
+        accept = self._round_state(f"round_{index + 1}")["stages"].get("accept")
+        if accept is not None and not accept.get("accepted", True):
+            return None
+        return self._trained(index, "train_sft")
+
+    def _latest_kept_before(self, index: int) -> str:
+        for prev in range(index - 1, -1, -1):
+            kept = self.kept_policy(prev)
+            if kept:
+                return kept
+        return self.config.base_policy
+
     def policy_of(self, index: int) -> str:
-        """The policy that generates round ``index``'s trees: the latest one trained before it."""
+        """The policy that generates round ``index``'s trees: the latest one kept before it."""
         rnd = self.config.rounds[index]
         if rnd.policy is not None:
             return rnd.policy
-        for prev in range(index - 1, -1, -1):
-            trained = self._trained(prev, "train_sft")
-            if trained:
-                return trained
-        return self.config.base_policy
+        return self._latest_kept_before(index)
 
     def ppm_of(self, index: int) -> str | None:
         """The PPM that guides round ``index`` (the latest trained before it)."""
@@ -244,12 +294,8 @@ class EvolutionRunner:
         return None
 
     def final_policy(self) -> str:
-        """The latest policy any round trained (the base policy when none trained one)."""
-        for index in range(len(self.config.rounds) - 1, -1, -1):
-            trained = self._trained(index, "train_sft")
-            if trained:
-                return trained
-        return self.config.base_policy
+        """The latest policy any round trained and kept (the base policy when there is none)."""
+        return self._latest_kept_before(len(self.config.rounds))
 
     def final_ppm(self) -> str | None:
         """The latest PPM any round trained, or None."""
@@ -376,10 +422,20 @@ class EvolutionRunner:
                 final_eval_loss=result.final_eval_loss,
             )
 
+        if rnd.acceptance and not self._stage_done(name, "accept"):
+            candidate = self._trained(index, "train_sft")
+            if candidate:
+                self._finish_stage(name, "accept", **self._acceptance(index, candidate))
+
         if rnd.train_ppm and not self._stage_done(name, "train_ppm"):
             from rstar_math.training import PPMTrainingConfig, read_pairs, train_ppm
 
-            start = self._trained(index, "train_sft") or self.policy_of(index)
+            # the policy the run continues with: a rejected one would hand its PPM the very
+            # weights the check found worse
+            rejected = self._trained(index, "train_sft") and not self.kept_policy(index)
+            start = self.kept_policy(index) or (
+                self._latest_kept_before(index) if rejected else self.policy_of(index)
+            )
             ppm_cfg = PPMTrainingConfig.from_dict(
                 {
                     "seed": self.config.seed + index,
@@ -398,9 +454,94 @@ class EvolutionRunner:
                 "train_ppm",
                 model_dir=str(ppm_result.model_dir),
                 pairs=len(pairs),
+                initialised_from=start,
                 steps=ppm_result.global_step,
                 final_accuracy=ppm_result.final_accuracy,
             )
+
+    def validation_problems(self) -> list[Problem]:
+        """The problems of the acceptance check (``EvolutionConfig.validation``)."""
+        if not self.config.validation:
+            raise ValueError("the run has no validation problems")
+        problems = load_problems(self.config.validation)
+        missing = [p.id for p in problems if p.answer is None]
+        if not problems or missing:
+            raise ValueError(
+                f"{self.config.validation}: the acceptance check needs validation problems "
+                f"with reference answers (without one: {missing[:5]})"
+            )
+        return problems
+
+    def _acceptance_spec(self, index: int, policy: str, method: str) -> SolverSpec:
+        """How ``policy`` is measured: trained policies are model directories, so a run on a
+        ``factory`` or server backend measures them with transformers."""
+        rnd = self.config.rounds[index]
+        cfg = self.config
+        seed = cfg.seed + index
+        if method == "greedy":
+            search = rnd.search.replace(algorithm="greedy", seed=seed)
+        else:
+            search = rnd.search.replace(unvisited="inf", answer_selection="majority", seed=seed)
+        backend = cfg.backend if cfg.backend in ("hf", "vllm") else "hf"
+        return SolverSpec(
+            policy=policy,
+            backend=backend,  # type: ignore[arg-type]
+            search=search,
+            prompt="sft",
+            device=cfg.device,
+            generator_kwargs=dict(cfg.generator_kwargs) if backend == cfg.backend else {},
+            executor=cfg.executor,
+            executor_kwargs=dict(cfg.executor_kwargs),
+        )
+
+    def _accuracy(self, index: int, policy: str, method: str, results: Path) -> float:
+        """Accuracy of ``policy`` on the validation problems (resumable through ``results``)."""
+        from rstar_math.evolution.evaluate import evaluate
+
+        with self._acceptance_spec(index, policy, method).build() as solver:
+            report = evaluate(
+                solver,
+                self.validation_problems(),
+                ks=(_ALL_TRAJECTORIES,),
+                results_path=results,
+                chunk_size=self.config.chunk_size,
+                show_progress=self.config.show_progress,
+            )
+        return report.accuracy["majority"][_ALL_TRAJECTORIES]
+
+    def _acceptance(self, index: int, candidate: str) -> dict[str, Any]:
+        """Measure the round's trained policy against the one it would replace."""
+        name = f"round_{index + 1}"
+        rnd = self.config.rounds[index]
+        incumbent = self._latest_kept_before(index)
+        adir = self.round_dir(index) / "accept"
+        t0 = time.perf_counter()
+        methods: dict[str, dict[str, float]] = {}
+        for method in rnd.acceptance:
+            methods[method] = {
+                "candidate": self._accuracy(
+                    index, candidate, method, adir / f"candidate_{method}.jsonl"
+                ),
+                "incumbent": self._accuracy(
+                    index, incumbent, method, adir / f"incumbent_{method}.jsonl"
+                ),
+            }
+        accepted = all(m["candidate"] >= m["incumbent"] for m in methods.values())
+        logger.info(
+            "%s: trained policy %s (%s against %s)",
+            name,
+            "kept" if accepted else "rejected; the run continues with " + incumbent,
+            ", ".join(f"{m} {v['candidate']:.1%}" for m, v in methods.items()),
+            ", ".join(f"{v['incumbent']:.1%}" for v in methods.values()),
+        )
+        return {
+            "accepted": accepted,
+            "candidate": candidate,
+            "incumbent": incumbent,
+            "methods": methods,
+            "problems": len(self.validation_problems()),
+            "seconds": time.perf_counter() - t0,
+        }
 
     def _generate(
         self,

@@ -30,6 +30,8 @@ Run (after ``python scripts/build_miniature.py``)::
     python benchmarks/miniature.py --n 30 --no-write     # quick look, nothing appended
     python benchmarks/miniature.py --run-dir R --policy R/evolution/round_2/policy/final \\
         --ppm R/evolution/round_2/ppm/final              # a build not (yet) installed
+    python benchmarks/miniature.py --policy P --methods greedy,MCTS --skip-pairs --skip-rounds
+                                                         # a policy alone (no PPM methods)
 
 The measurements run as independent jobs on ``--jobs`` worker processes (default 2, one torch
 thread each), so the seconds per problem are those of a machine that is running two searches at
@@ -761,7 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--policy", help="policy checkpoint to measure (default: the installed built-in model)"
     )
-    ap.add_argument("--ppm", help="PPM checkpoint to measure, with --policy")
+    ap.add_argument(
+        "--ppm", help="PPM checkpoint to measure, with --policy (not needed without PPM methods)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
@@ -784,9 +788,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from rstar_math.models.builtin import builtin_paths
 
-    if bool(args.policy) != bool(args.ppm):
-        raise SystemExit("--policy and --ppm go together")
-    paths = (args.policy, args.ppm) if args.policy else builtin_paths()
+    if args.ppm and not args.policy:
+        raise SystemExit("--ppm needs --policy")
+    if args.policy and not args.ppm:
+        scored = [m.strip() for m in args.methods.split(",") if m.strip() in USES_PPM]
+        if scored or not args.skip_pairs:
+            raise SystemExit(
+                "--policy without --ppm: "
+                + (f"{', '.join(scored)} need" if scored else "the PPM pair tables need")
+                + " a PPM; give --ppm, or leave them out (--methods, --skip-pairs)"
+            )
+    paths = (args.policy, args.ppm or "") if args.policy else builtin_paths()
     needs_model = bool(args.methods.strip()) or not args.skip_pairs
     if paths is None and needs_model:
         print("no built-in model installed: run scripts/build_miniature.py first", file=sys.stderr)

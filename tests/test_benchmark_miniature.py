@@ -456,3 +456,17 @@ def test_validation_problems_the_acceptance_check_chose_on_are_not_reported(
     )
     assert [r["question"] for r in bench.load_split(run, "val", 10)] == ["val 0?", "val 1?"]
     assert len(bench.load_split(run, "hard", 10)) == 3  # only validation is held back
+
+
+def test_a_policy_without_a_ppm_is_refused_only_where_a_ppm_is_needed(tmp_path: Path) -> None:
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    common = ["--run-dir", str(run), "--no-write", "--skip-rounds"]
+    with pytest.raises(SystemExit, match=r"MCTS \+ PPM need a PPM"):
+        bench.main([*common, "--policy", "p", "--methods", "greedy,MCTS + PPM", "--skip-pairs"])
+    with pytest.raises(SystemExit, match="the PPM pair tables need a PPM"):
+        bench.main([*common, "--policy", "p", "--methods", "greedy"])
+    with pytest.raises(SystemExit, match="--ppm needs --policy"):
+        bench.main([*common, "--ppm", "q", "--methods", "greedy"])
+    # nothing to measure needs the PPM: the run goes ahead (here with nothing to run at all)
+    assert bench.main([*common, "--policy", "p", "--methods", "", "--skip-pairs"]) == 0

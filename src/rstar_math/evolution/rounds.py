@@ -528,11 +528,14 @@ class EvolutionRunner:
             }
         accepted = all(m["candidate"] >= m["incumbent"] for m in methods.values())
         logger.info(
-            "%s: trained policy %s (%s against %s)",
+            "%s: trained policy %s (on %d validation problems, %s)",
             name,
             "kept" if accepted else "rejected; the run continues with " + incumbent,
-            ", ".join(f"{m} {v['candidate']:.1%}" for m, v in methods.items()),
-            ", ".join(f"{v['incumbent']:.1%}" for v in methods.values()),
+            len(self.validation_problems()),
+            "; ".join(
+                f"{m}: {v['candidate']:.1%} against {v['incumbent']:.1%}"
+                for m, v in methods.items()
+            ),
         )
         return {
             "accepted": accepted,

@@ -174,6 +174,7 @@ def evaluate_method(
     seconds = time.perf_counter() - t0
     correct = any_correct = 0
     tokens = candidates = 0
+    expansions = distinct_children = 0
     derived_correct = dict.fromkeys(derived or {}, 0)
     for r, p in zip(results, problems):
         ok = r.answer is not None and is_equivalent(r.answer, p["answer"])
@@ -186,6 +187,12 @@ def evaluate_method(
         )
         tokens += r.stats.get("generated_tokens", 0)
         candidates += r.stats.get("candidates", 0)
+        # identical candidates are merged into one node: a search whose expansions all have
+        # one child grew a single path, whatever its budget
+        for node in r.tree:
+            if node.children:
+                expansions += 1
+                distinct_children += len(node.children)
     n = max(len(problems), 1)
     batch = results[0].stats.get("batch", {}) if results else {}
     return {
@@ -193,6 +200,7 @@ def evaluate_method(
         "pass_any": any_correct / n,
         "candidates_per_problem": candidates / n,
         "tokens_per_problem": tokens / n,
+        "distinct_children_per_expansion": distinct_children / expansions if expansions else None,
         "seconds_per_problem": seconds / n,
         "time_generate_s": batch.get("time_generate_s"),
         "time_execute_s": batch.get("time_execute_s"),
@@ -919,6 +927,19 @@ def render(out: dict[str, Any]) -> str:
             f"{h['candidates_per_problem']:.0f} | {h['tokens_per_problem']:.0f} | "
             f"{v['seconds_per_problem']:.2f}, {h['seconds_per_problem']:.2f} |"
         )
+    branching = [
+        f"{method} {table[f'hard/{method}']['distinct_children_per_expansion']:.2f}"
+        for method in ROWS
+        if method.startswith("MCTS")
+        and (table.get(f"hard/{method}") or {}).get("distinct_children_per_expansion")
+    ]
+    if branching:
+        lines += [
+            "",
+            f"Distinct steps per MCTS expansion on hard (of {METHODS['MCTS']['num_candidates']} "
+            "sampled; identical candidates are merged into one node, so 1.00 means the search "
+            "grew a single path): " + ", ".join(branching) + ".",
+        ]
     if table.get("hard/MCTS + PPM") and table.get("hard/greedy") and table.get("hard/majority@8"):
         m = table["hard/MCTS + PPM"]["accuracy"]
         lines += [

@@ -125,6 +125,28 @@ def test_a_derived_selection_matches_running_that_selection(tiny_trained_policy_
     assert result["n"] == 2 and result["candidates_per_problem"] > 0
     assert result["accuracy"] > 0  # the tiny policy writes these solutions
     assert result["derived"] == {"again": {"accuracy": result["accuracy"]}}
+    # at most one child per sample at the root, at least one wherever a node was expanded
+    assert 1.0 <= result["distinct_children_per_expansion"] <= 3.0
+
+
+def test_the_table_says_how_many_distinct_steps_an_mcts_expansion_had() -> None:
+    """A search whose sampled candidates are all identical grew one path: the report says so
+    for each MCTS method that measured it, and says nothing for results that did not."""
+    bench = _bench()
+    out: dict[str, Any] = {"methods": {}, "rounds": [], "n": 3, "n_hard": 2, "jobs": 1}
+    for split in ("val", "hard"):
+        bench.record_result(out, ["methods", f"{split}/greedy"], _result(0.0, 5))
+        bench.record_result(
+            out,
+            ["methods", f"{split}/MCTS"],
+            _result(0.1, 40, distinct_children_per_expansion=1.125),
+        )
+        bench.record_result(out, ["methods", f"{split}/MCTS + PPM"], _result(0.1, 40))
+    text = bench.render(out)
+    line = next(x for x in text.splitlines() if x.startswith("Distinct steps per MCTS"))
+    assert "(of 4 sampled;" in line and line.endswith(": MCTS 1.12.")
+    del out["methods"]["hard/MCTS"]["distinct_children_per_expansion"]
+    assert "Distinct steps per MCTS" not in bench.render(out)
 
 
 PROBLEM = {

@@ -315,3 +315,16 @@ def test_rejects_bad_arguments(tiny_policy: Any, tiny_tokenizer: Any) -> None:
     too_long = "x " * (tiny_policy.config.max_position_embeddings + 10)
     with pytest.raises(ValueError, match="context"):
         gen.generate([GenerationRequest(too_long)])
+
+
+def test_decoding_uses_no_deprecated_transformers_argument(trained_gen: Any) -> None:
+    """transformers 5.25 renamed the forward's ``past_key_values`` to ``cache`` and warns on the
+    old name (removal is announced for 5.40): decoding must pass the name the installed release
+    takes, so that it keeps working when the old one goes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        (result,) = trained_gen.generate([greedy(Q_ADD, max_tokens=8)])
+    assert len(result.completions) == 1 and result.completions[0].text

@@ -311,7 +311,11 @@ class HFGenerator:
         self.max_positions: int | None = getattr(
             model.config.get_text_config(decoder=True), "max_position_embeddings", None
         )
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in forward_parameters
+        # transformers 5.25 renamed forward's ``past_key_values`` to ``cache`` (the old name is
+        # deprecated, to be removed in 5.40); older releases only know the old name
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
         self._lock = threading.Lock()
         _warn_if_markers_missing(tokenizer)
 
@@ -428,14 +432,13 @@ class HFGenerator:
         return [by_prompt[p] for p in prompts]
 
     def _forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any) -> Any:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {self._cache_argument: cache}
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             **kwargs,
         )

@@ -9,6 +9,12 @@ them apart: greedy decoding on problem sets that change one and keep the other, 
 set, where the first statement that differs from the teacher's comes (judged by what it states,
 as the benchmark's teacher oracle judges steps).
 
+It also asks whether search could repair what greedy gets wrong. Feeding in the teacher's
+solution, it measures how likely the policy is to sample each teacher step
+(:func:`teacher_step_probabilities`): a search that samples candidates can only choose among
+what the policy writes, so a step the policy samples right one time in a million is out of
+reach for MCTS with a perfect judge.
+
     python benchmarks/length_probe.py                      # the installed built-in policy
     python benchmarks/length_probe.py --policy P --run-dir RUN --n 80 --no-write
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -89,6 +96,59 @@ def probe_problems(
         want *= 2
 
 
+def teacher_step_probabilities(
+    model: Any, tokenizer: Any, question: str, solution: str, temperature: float
+) -> list[float]:
+    """The chance that one sample at ``temperature`` writes each step of the teacher's
+    ``solution`` token for token, given the teacher's steps before it (teacher forcing).
+
+    The text is encoded as the SFT trainer encodes it (prompt and response apart). The steps are
+    the code steps (each up to its ``<end_of_step>`` or ``<end_of_code>``) and the answer; the
+    executor's output between them is not the policy's to write and is left out. A step the
+    policy samples right one time in a thousand is out of reach of any search that samples
+    candidates, however good its judge: search can only choose among what the policy writes.
+    """
+    import torch
+
+    from rstar_math.format import ANSWER_START, CODE_END, STEP_END, PromptTemplate
+
+    prompt_ids = list(
+        tokenizer(PromptTemplate.sft().render(question), add_special_tokens=False)["input_ids"]
+    )
+    encoded = tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    code_end = solution.find(CODE_END) + len(CODE_END)
+    answer = solution.find(ANSWER_START, code_end)
+    if code_end < len(CODE_END) or answer < 0:
+        raise ValueError("the teacher's solution has no final code step and answer")
+    ends = [i + len(STEP_END) for i in _find_all(solution[:code_end], STEP_END)] + [code_end]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1]
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token_logp = logp.gather(1, torch.tensor(ids)[:, None])[:, 0].tolist()
+    steps: dict[int, float] = {}
+    for (start, _), lp in zip(offsets, token_logp, strict=True):
+        if code_end <= start < answer:
+            continue  # the executor's output, written by the solver, not the policy
+        k = sum(start >= e for e in ends)
+        steps[k] = steps.get(k, 0.0) + lp
+    return [math.exp(steps[k]) for k in sorted(steps)]
+
+
+def _find_all(text: str, sub: str) -> list[int]:
+    out, i = [], text.find(sub)
+    while i >= 0:
+        out.append(i)
+        i = text.find(sub, i + len(sub))
+    return out
+
+
+def reach(step_probabilities: list[float], samples: int) -> float:
+    """The chance that ``samples`` candidates per step hold the teacher's step at every step:
+    what a perfect judge needs to walk the teacher's path without backtracking."""
+    return math.prod(1 - (1 - p) ** samples for p in step_probabilities)
+
+
 def summarise(problems: list[dict[str, Any]], solutions: list[dict[str, Any]]) -> dict[str, Any]:
     """A probe set's row: accuracy, sentences per problem, where and how solutions go wrong."""
     firsts = [s["first_wrong"] for s in solutions if s["first_wrong"] is not None]
@@ -106,7 +166,20 @@ def summarise(problems: list[dict[str, Any]], solutions: list[dict[str, Any]]) -
         "first_wrong_median": statistics.median(firsts) + 1 if firsts else None,
         "first_wrong_late": sum(f >= 7 for f in firsts) / len(firsts) if firsts else None,
         "kinds": dict(Counter(s["kind"] for s in solutions if s["kind"] != "none")),
+        **_reach_summary([s["step_probabilities"] for s in solutions if "step_probabilities" in s]),
         "by_sentences": {k: [sum(v), len(v)] for k, v in sorted(by_sentences.items())},
+    }
+
+
+def _reach_summary(step_probabilities: list[list[float]]) -> dict[str, float | None]:
+    """Teacher-forced reach of a set: mean reach at 4 and 32 samples per step, and the median
+    over problems of the weakest teacher step's chance per sample."""
+    if not step_probabilities:
+        return {"reach_4": None, "reach_32": None, "weakest_step_median": None}
+    return {
+        "reach_4": statistics.mean(reach(ps, 4) for ps in step_probabilities),
+        "reach_32": statistics.mean(reach(ps, 32) for ps in step_probabilities),
+        "weakest_step_median": statistics.median(min(ps) for ps in step_probabilities),
     }
 
 
@@ -131,6 +204,12 @@ def run_set(job: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
     finally:
         executor.close()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rstar_math.data.synthetic import SyntheticProblem, teacher_solution
+
+    tokenizer = AutoTokenizer.from_pretrained(job["policy"])
+    model = AutoModelForCausalLM.from_pretrained(job["policy"]).eval()
     solutions = []
     for r, p in zip(results, problems, strict=True):
         # greedy grows one path: its deepest node, finished or not
@@ -138,12 +217,32 @@ def run_set(job: dict[str, Any]) -> dict[str, Any]:
         steps = path.steps if path is not None else []
         first, kind = statement_profile(steps, [eq for _, eq in p["meta"]["sentence_equations"]])
         correct = r.answer is not None and is_equivalent(r.answer, p["answer"])
-        solutions.append({"first_wrong": first, "kind": kind, "correct": correct})
+        teacher = teacher_solution(
+            SyntheticProblem.from_dict(p), every_sentence=True, numbered=False
+        )
+        probabilities = teacher_step_probabilities(
+            model, tokenizer, p["question"], teacher, SEARCH["temperature"]
+        )
+        solutions.append(
+            {
+                "first_wrong": first,
+                "kind": kind,
+                "correct": correct,
+                "step_probabilities": probabilities,
+            }
+        )
     return {"name": job["name"], "seconds": seconds, **summarise(problems, solutions)}
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _chance(x: float | None) -> str:
+    """A probability that may be tiny: ``2e-09`` rather than ``0.0%``."""
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if x >= 0.001 else f"{x:.0e}"
 
 
 def _shown(path: str) -> str:
@@ -159,11 +258,17 @@ def render(out: dict[str, Any]) -> str:
         f"Policy `{_shown(out['policy'])}`, greedy decoding, {out['n']} problems per set (seed "
         f"{out['seed']}); `python benchmarks/length_probe.py` ({out['minutes']:.1f} min). A "
         "statement is a code step's equation; it is wrong when it differs from the teacher's "
-        "equation for the same sentence.",
+        "equation for the same sentence. Reach is measured with the teacher's solution fed in "
+        "(teacher forcing): the chance that a step's candidates, sampled at temperature "
+        f"{SEARCH['temperature']:g}, hold the teacher's step word for word at every step, which "
+        "is what even a perfect judge needs (mean over problems); the weakest step is the "
+        "teacher step the policy is least likely to write.",
         "",
         "| problem set | hops | distractors | sentences / problem | greedy acc | every sentence "
-        "stated right | first wrong statement (median) | first wrong at the 8th or later |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "stated right | first wrong statement (median) | first wrong at the 8th or later | "
+        "teacher path within reach, 4 / 32 samples per step | weakest teacher step, chance per "
+        "sample (median) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in out["sets"].items():
         label, hops, distractors = PROBE_SETS[name][:3]
@@ -171,7 +276,9 @@ def render(out: dict[str, Any]) -> str:
         lines.append(
             f"| {name}: {label} | {hops[0]}-{hops[1]} | {distractors[0]}-{distractors[1]} | "
             f"{row['sentences']:.1f} | {_pct(row['accuracy'])} | {_pct(row['all_stated'])} | "
-            f"{'-' if median is None else f'{median:g}'} | {_pct(row['first_wrong_late'])} |"
+            f"{'-' if median is None else f'{median:g}'} | {_pct(row['first_wrong_late'])} | "
+            f"{_pct(row.get('reach_4'))} / {_pct(row.get('reach_32'))} | "
+            f"{_chance(row.get('weakest_step_median'))} |"
         )
     pooled: dict[int, list[int]] = {}
     for row in out["sets"].values():

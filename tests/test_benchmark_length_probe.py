@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -127,3 +129,56 @@ def test_a_probe_set_runs_greedy_on_a_real_policy(tiny_trained_policy_dir: Path)
     assert row["all_stated"] == 0 and row["first_wrong_median"] == 1
     assert sum(row["kinds"].values()) == 2
     assert sum(total for _, total in row["by_sentences"].values()) == 2
+    # it cannot write the teacher's steps either, and more samples per step reach no less
+    assert 0 <= row["reach_4"] <= row["reach_32"] < 0.01
+    assert row["weakest_step_median"] < 0.01
+
+
+def test_reach_is_the_chance_that_every_step_has_the_teacher_among_its_samples() -> None:
+    probe = _probe()
+    assert probe.reach([1.0, 1.0], 4) == 1.0
+    assert probe.reach([0.5], 1) == pytest.approx(0.5)
+    assert probe.reach([0.5], 2) == pytest.approx(0.75)
+    assert probe.reach([0.5, 0.5], 1) == pytest.approx(0.25)
+    assert probe.reach([1.0, 1e-9], 32) < 1e-7
+
+
+class _UniformModel:
+    """Logits that are equal for every token: each token has probability 1 / vocab, so a
+    step's probability reveals how many of its tokens were counted."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def __call__(self, ids: Any) -> SimpleNamespace:
+        import torch
+
+        return SimpleNamespace(logits=torch.zeros(1, ids.shape[1], self.vocab))
+
+
+def test_teacher_step_probabilities_count_each_step_and_not_the_executor_output(
+    tiny_tokenizer: Any,
+) -> None:
+    """One probability per code step plus the answer; the output the executor writes between
+    the final code step and the answer is left out of both."""
+    probe = _probe()
+    problem = probe.probe_problems("level3", 1, seed=4)[0]
+    from rstar_math.data.synthetic import SyntheticProblem, teacher_solution
+    from rstar_math.format import ANSWER_START, CODE_END, split_solution
+
+    solution = teacher_solution(
+        SyntheticProblem.from_dict(problem), every_sentence=True, numbered=False
+    )
+    vocab = len(tiny_tokenizer)
+    probabilities = probe.teacher_step_probabilities(
+        _UniformModel(vocab), tiny_tokenizer, problem["question"], solution, temperature=0.7
+    )
+    code_steps = len(split_solution(solution)) - 1  # the last parsed step holds the answer
+    assert len(probabilities) == code_steps + 1
+    tokens = [round(-math.log(p) / math.log(vocab)) for p in probabilities]
+    encoded = tiny_tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
+    code_end = solution.index(CODE_END) + len(CODE_END)
+    answer = solution.index(ANSWER_START)
+    written = [s for s, _ in encoded["offset_mapping"] if not code_end <= s < answer]
+    assert sum(tokens) == len(written) < len(encoded["input_ids"])
+    assert tokens[-1] == sum(s >= answer for s, _ in encoded["offset_mapping"])

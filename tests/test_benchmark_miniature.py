@@ -34,7 +34,17 @@ def _bench() -> ModuleType:
 
 
 def _args(**kw: Any) -> argparse.Namespace:
-    base = dict(n=3, n_hard=2, n_rounds=2, threads=1, seed=0, skip_rounds=True, skip_pairs=True)
+    base = dict(
+        n=3,
+        n_hard=2,
+        n_rounds=2,
+        threads=1,
+        seed=0,
+        skip_rounds=True,
+        skip_pairs=True,
+        temperature=None,
+        rollouts=None,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -492,3 +502,28 @@ def test_a_policy_without_a_ppm_is_refused_only_where_a_ppm_is_needed(tmp_path: 
         bench.main([*common, "--ppm", "q", "--methods", "greedy"])
     # nothing to measure needs the PPM: the run goes ahead (here with nothing to run at all)
     assert bench.main([*common, "--policy", "p", "--methods", "", "--skip-pairs"]) == 0
+
+
+def test_the_search_budget_and_temperature_can_be_raised_and_are_part_of_the_cache_key(
+    tmp_path: Path,
+) -> None:
+    """--rollouts changes only the MCTS methods, --temperature every method; either gives the
+    jobs a new identity, so a cached result of another budget is never reused."""
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    methods = "greedy,majority@8,MCTS + oracle"
+    default = bench.plan_jobs(_args(methods=methods), run, "p", "")
+    raised = bench.plan_jobs(_args(methods=methods, rollouts=16, temperature=1.0), run, "p", "")
+    by_key = {tuple(j["key"]): j["search"] for j in raised}
+    assert by_key[("methods", "hard/MCTS + oracle")]["num_rollouts"] == 16
+    assert "num_rollouts" not in by_key[("methods", "hard/majority@8")]
+    assert {s["temperature"] for s in by_key.values()} == {1.0}
+    assert {j["search"]["temperature"] for j in default} == {bench.COMMON["temperature"]}
+    assert not {bench.job_id(j) for j in default} & {bench.job_id(j) for j in raised}
+    out = {"n": 3, "n_hard": 2, "temperature": 1.0, "rollouts": 16, "methods": {}}
+    assert "temperature 1.0; MCTS with 16 rollouts" in bench.render(out)
+    common = ["--run-dir", str(run), "--no-write", "--methods", "", "--skip-pairs"]
+    with pytest.raises(SystemExit, match="--rollouts must be >= 1, got 0"):
+        bench.main([*common, "--rollouts", "0"])
+    with pytest.raises(SystemExit, match="--temperature must be > 0"):
+        bench.main([*common, "--temperature", "0"])

@@ -853,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
         "temperature": args.temperature,
         "rollouts": args.rollouts,
+        # a hard file replaced by another problem set (a probe) must not be called the hard split
+        "hard_levels": sorted(
+            {str(p["level"]) for p in load_split(run, "hard", args.n_hard) if "level" in p}
+        ),
     }
     out["methods"], out["rounds"] = (
         {},
@@ -937,10 +941,19 @@ def wall_time(out: dict[str, Any]) -> str:
     )
 
 
+def _hard_label(out: dict[str, Any]) -> str:
+    """What the hard column measures: the build's hard split, or the levels of whatever
+    problem set was put in its place."""
+    levels = out.get("hard_levels") or ["hard"]
+    if levels == ["hard"]:
+        return "held-out hard (8-9 steps)"
+    return f"'hard' (not the hard split: levels {', '.join(levels)})"
+
+
 def render(out: dict[str, Any]) -> str:
     lines = [
         f"Built-in policy and PPM on the synthetic domain, {out['n']} validation (levels 1-3) and "
-        f"{out.get('n_hard', out['n'])} held-out hard (8-9 steps) problems; sampling at "
+        f"{out.get('n_hard', out['n'])} {_hard_label(out)} problems; sampling at "
         f"temperature {out.get('temperature', COMMON['temperature'])}; MCTS with "
         f"{out.get('rollouts', METHODS['MCTS']['num_rollouts'])} rollouts; "
         f"`python benchmarks/miniature.py` ({out.get('jobs', 1)} searches at a time, "

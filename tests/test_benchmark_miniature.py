@@ -527,3 +527,12 @@ def test_the_search_budget_and_temperature_can_be_raised_and_are_part_of_the_cac
         bench.main([*common, "--rollouts", "0"])
     with pytest.raises(SystemExit, match="--temperature must be > 0"):
         bench.main([*common, "--temperature", "0"])
+
+
+def test_the_header_says_when_the_hard_column_is_not_the_hard_split() -> None:
+    bench = _bench()
+    base = {"n": 3, "n_hard": 2, "methods": {}}
+    assert "2 held-out hard (8-9 steps) problems" in bench.render({**base, "hard_levels": ["hard"]})
+    assert "held-out hard (8-9 steps)" in bench.render(base)  # a benchmark.json from before
+    probe = bench.render({**base, "hard_levels": ["probe-hard-hops"]})
+    assert "2 'hard' (not the hard split: levels probe-hard-hops) problems" in probe

@@ -12,6 +12,10 @@ split (8-9 reasoning steps, more than any training problem):
 * an upper bound, not a method: MCTS + PPM with a judge that knows the teacher's steps in the
   PPM's place (:class:`TeacherOracle`; row "MCTS + oracle"), i.e. what a perfect PPM could make
   of the policy's candidates at the same budget;
+* with ``--judge-lm DIR``, another reference, not a method: MCTS guided by how likely a causal
+  LM (e.g. a larger policy of the same domain) finds each step (:class:`StepLikelihoodJudge`;
+  row "MCTS + LM judge"), and that judge's pair accuracy next to the PPMs': whether the
+  knowledge a PPM needs is in a model of that size at all;
 * each self-evolution round's policy on validation: greedy and MCTS without a PPM;
 * the PPM's pair accuracy on preference pairs from terminal-guided trees of *validation*
   problems (never trained on), for every round's PPM, next to a reference oracle that knows the
@@ -34,6 +38,8 @@ Run (after ``python scripts/build_miniature.py``)::
                                                          # a policy alone (no PPM methods)
     python benchmarks/miniature.py --policy P --methods "greedy,MCTS + oracle" --skip-pairs \
         --skip-rounds --rollouts 16 --temperature 1.0    # a perfect judge at a larger budget
+    python benchmarks/miniature.py --policy P --ppm Q --judge-lm BIGGER_POLICY
+                                                         # what a larger LM's likelihood knows
 
 The measurements run as independent jobs on ``--jobs`` worker processes (default 2, one torch
 thread each), so the seconds per problem are those of a machine that is running two searches at
@@ -49,6 +55,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -101,6 +108,14 @@ METHODS: dict[str, dict[str, Any]] = {
         "num_candidates": 4,
         "answer_selection": "best",
     },
+    # A reference, not a method (only with --judge-lm): MCTS + PPM with StepLikelihoodJudge in
+    # the PPM's place, how far a judge that knows what a larger LM knows takes this policy
+    "MCTS + LM judge": {
+        "algorithm": "mcts",
+        "num_rollouts": 8,
+        "num_candidates": 4,
+        "answer_selection": "best",
+    },
     # The matched budget: MCTS 8 x 4 generates about as many step candidates as 32 sampled
     # trajectories. One job samples them and selects the answer both ways (DERIVED).
     "best-of-32 (PPM)": {"algorithm": "best_of_n", "num_samples": 32, "answer_selection": "best"},
@@ -108,6 +123,8 @@ METHODS: dict[str, dict[str, Any]] = {
 USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM", "best-of-32 (PPM)"}
 #: Methods scored by TeacherOracle instead of the PPM.
 USES_ORACLE = {"MCTS + oracle"}
+#: Methods scored by StepLikelihoodJudge (planned only when --judge-lm names its LM).
+USES_JUDGE = {"MCTS + LM judge"}
 #: Rows computed from another method's trajectories with a different answer selection:
 #: row -> (method whose trajectories it uses, selection). Majority ties go to the PPM's choice.
 DERIVED: dict[str, tuple[str, str]] = {"majority@32": ("best-of-32 (PPM)", "majority")}
@@ -122,9 +139,12 @@ ROWS = (
     "MCTS",
     "MCTS + PPM",
     "MCTS + oracle",
+    "MCTS + LM judge",
 )
 #: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
 ORACLE = "reference oracle (knows the teacher's steps)"
+#: The pair-accuracy row of StepLikelihoodJudge (with --judge-lm).
+JUDGE = "LM judge (likelihood of each step, --judge-lm; step pairs only)"
 #: Shared by every method; the built-in model's search (rstar_math.models.builtin) uses the same.
 COMMON = {"temperature": 0.7, "max_depth": 16, "max_step_tokens": 256, "c_puct": 2.0}
 
@@ -259,8 +279,10 @@ def pair_accuracy(
     problems: list[dict[str, Any]],
     seed: int,
     every_sentence: bool = False,
+    judge_lm: str | None = None,
 ) -> dict[str, Any]:
-    """Pairs from terminal-guided MCTS trees of held-out problems, scored by each PPM."""
+    """Pairs from terminal-guided MCTS trees of held-out problems, scored by each PPM (and by
+    :class:`StepLikelihoodJudge` over ``judge_lm``, if given)."""
     from rstar_math import MCTSSolver, SearchConfig
     from rstar_math.generators import HFGenerator
     from rstar_math.scorers import PPMModel
@@ -277,6 +299,8 @@ def pair_accuracy(
         out[name] = evaluate_pairs(model, pairs) if pairs else None
     if pairs and all(p.get("steps") for p in problems):
         out[ORACLE] = reference_oracle(pairs, problems, executor, every_sentence)
+    if pairs and judge_lm:
+        out[JUDGE] = scorer_pair_accuracy(StepLikelihoodJudge(judge_lm), pairs)
     return out
 
 
@@ -465,8 +489,10 @@ def relation_flip(
     ppms: list[tuple[str, str]],
     problems: list[dict[str, Any]],
     teacher: dict[str, bool] | None = None,
+    judge_lm: str | None = None,
 ) -> dict[str, Any]:
-    """Each PPM's accuracy on :func:`relation_flip_pairs`, per sign of the teacher's step."""
+    """Each PPM's accuracy on :func:`relation_flip_pairs`, per sign of the teacher's step (and
+    :class:`StepLikelihoodJudge`'s over ``judge_lm``, if given)."""
     from rstar_math.scorers import PPMModel
     from rstar_math.training import evaluate_pairs
 
@@ -478,6 +504,10 @@ def relation_flip(
         model = PPMModel.from_pretrained(ppm_dir, dtype="float32")
         acc = {sign: evaluate_pairs(model, flips[sign])["accuracy"] for sign in "+-"}
         out["ppms"][name] = {"plus": acc["+"], "minus": acc["-"]}
+    if judge_lm:
+        judge = StepLikelihoodJudge(judge_lm)
+        acc = {sign: scorer_pair_accuracy(judge, flips[sign])["accuracy"] for sign in "+-"}
+        out["ppms"][JUDGE] = {"plus": acc["+"], "minus": acc["-"]}
     return out
 
 
@@ -533,6 +563,77 @@ def relation_flip_pairs(
             )
     n = min(len(found["+"]), len(found["-"]))
     return {sign: pairs[:n] for sign, pairs in found.items()}
+
+
+class StepLikelihoodJudge:
+    """A Scorer that values a partial solution by how likely a causal LM finds its last step.
+
+    Not a PPM and not trained for judging: the value is ``2 * p - 1``, where ``p`` is the LM's
+    probability of the least likely token of the last step (its own text, not the executor's
+    ``<output>``), given the question in the SFT prompt and the steps before it. A step that
+    miscopies one name or number from the question has one very unlikely token for an LM that
+    copies reliably, so a larger policy of the same domain judges a smaller policy's steps this
+    way with no training at all: the benchmark sets it beside the PPMs to tell whether what a
+    PPM needs to know is in a model of that size. The LM must have been trained with the
+    library's SFT prompt (:meth:`~rstar_math.format.PromptTemplate.sft`), as the built-in
+    models are.
+    """
+
+    def __init__(self, model_dir: str, device: str = "cpu") -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rstar_math.format import PromptTemplate
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+        self.device = device
+        self.prompt = PromptTemplate.sft()
+
+    def score(self, requests: Any) -> list[float]:
+        return [self._value(r.question, tuple(r.steps)) for r in requests]
+
+    def _value(self, question: str, steps: tuple[str, ...]) -> float:
+        import torch
+
+        if not steps:
+            return 0.0
+        step = steps[-1].split("<output>")[0]
+        context = self.prompt.render(question) + "".join(steps[:-1])
+        head = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        tail = self.tokenizer(step, add_special_tokens=False)["input_ids"]
+        if not tail:
+            return 0.0
+        ids = torch.tensor([head + tail], device=self.device)
+        with torch.no_grad():
+            logprobs = self.model(ids).logits[0, :-1].float().log_softmax(-1)
+        chosen = logprobs[len(head) - 1 :].gather(1, ids[0, len(head) :, None])[:, 0]
+        return 2.0 * math.exp(chosen.min().item()) - 1.0
+
+
+def scorer_pair_accuracy(scorer: Any, pairs: list[Any]) -> dict[str, float]:
+    """Pair accuracy (ties half) of any Scorer on step pairs, scoring each continuation after
+    its pair's prefix (answer-level pairs, whole solutions, are left out)."""
+    from rstar_math.interfaces import ScoreRequest
+
+    steps = [p for p in pairs if p.level == "step"]
+    requests = [
+        ScoreRequest(p.question, (*p.prefix_steps, text))
+        for p in steps
+        for text in (*p.pos, *p.neg)
+    ]
+    values = iter(scorer.score(requests))
+    wins = strict = combos = 0.0
+    for pair in steps:
+        pos = [next(values) for _ in pair.pos]
+        neg = [next(values) for _ in pair.neg]
+        for a in pos:
+            for b in neg:
+                combos += 1
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+                strict += a > b
+    if not combos:
+        return {"accuracy": float("nan"), "strict_accuracy": float("nan"), "combos": 0.0}
+    return {"accuracy": wins / combos, "strict_accuracy": strict / combos, "combos": combos}
 
 
 def _bound_name(code: str) -> str | None:
@@ -670,15 +771,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         if job["kind"] == "pairs":
             result: Any = pair_accuracy(
-                job["policy"], job["ppms"], executor, job["problems"], seed, every_sentence
+                job["policy"],
+                job["ppms"],
+                executor,
+                job["problems"],
+                seed,
+                every_sentence,
+                job.get("judge_lm"),
             )
         elif job["kind"] == "flip":
-            result = relation_flip(job["ppms"], job["problems"], teacher)
+            result = relation_flip(job["ppms"], job["problems"], teacher, job.get("judge_lm"))
         else:
             generator = HFGenerator(job["policy"], device="cpu", max_batch_size=256, seed=seed)
             scorer: Any = None
             if job.get("oracle"):
                 scorer = TeacherOracle(job["problems"], executor, every_sentence)
+            elif job.get("judge_lm"):
+                scorer = StepLikelihoodJudge(job["judge_lm"])
             elif job.get("ppm"):
                 scorer = PPMScorer.from_pretrained(job["ppm"], device="cpu", batch_size=32)
             result = evaluate_method(
@@ -698,7 +807,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def job_id(job: dict[str, Any]) -> str:
     """A job's identity for the cache: everything that determines its result."""
     spec = {k: v for k, v in job.items() if k not in ("key", "threads", "round")}
-    for name in ("policy", "ppm"):  # the weights themselves, not only their path
+    for name in ("policy", "ppm", "judge_lm"):  # the weights themselves, not only their path
         if spec.get(name):
             spec[name] = _digest(spec[name])
     if "ppms" in spec:
@@ -728,17 +837,21 @@ def teacher_format(run: Path) -> dict[str, bool]:
 def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
     splits = {"val": load_split(run, "val", args.n), "hard": load_split(run, "hard", args.n_hard)}
     base = {"threads": args.threads, "seed": args.seed, "teacher": teacher_format(run)}
+    judge_lm = getattr(args, "judge_lm", None)
     jobs: list[dict[str, Any]] = []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:
         if method not in METHODS:
             raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        if method in USES_JUDGE and not judge_lm:
+            continue  # a reference that needs an LM to judge with: only with --judge-lm
         derived = {row: sel for row, (src, sel) in DERIVED.items() if src == method}
         for split, problems in splits.items():
             jobs.append({
                 **base, "kind": "method", "key": ["methods", f"{split}/{method}"],
                 "policy": policy, "ppm": ppm if method in USES_PPM else None,
                 **({"oracle": True} if method in USES_ORACLE else {}),
+                **({"judge_lm": judge_lm} if method in USES_JUDGE else {}),
                 "search": search(METHODS[method], args.temperature, args.rollouts),
                 "problems": problems,
                 **({"derived": derived} if derived else {}),
@@ -760,12 +873,13 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
         for key, split in (("pairs", "val"), ("pairs_hard", "hard")):
             jobs.append({
                 **base, "kind": "pairs", "key": [key], "policy": policy, "ppms": ppms,
-                "problems": splits[split],
+                "problems": splits[split], **({"judge_lm": judge_lm} if judge_lm else {}),
             })  # fmt: skip
         # scoring only, so the whole validation split: more pairs, a tighter estimate
         jobs.append({
             **base, "kind": "flip", "key": ["flip"], "ppms": ppms,
             "problems": load_split(run, "val", sys.maxsize),
+            **({"judge_lm": judge_lm} if judge_lm else {}),
         })  # fmt: skip
     # the longest first, so the workers finish together
     weight = {"mcts": 8, "beam": 6, "best_of_n": 5, "greedy": 1}
@@ -803,6 +917,11 @@ def main(argv: list[str] | None = None) -> int:
         default=METHODS["MCTS"]["num_rollouts"],
         help="rollouts of the MCTS methods (default %(default)s, the issue's budget)",
     )
+    ap.add_argument(
+        "--judge-lm",
+        help="a causal LM (e.g. a larger policy of the domain) whose step likelihood guides a "
+        "reference MCTS row and is scored on the PPM pairs (StepLikelihoodJudge)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -818,6 +937,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--temperature must be > 0 (sampling methods), got {args.temperature}")
     if args.rollouts < 1:
         raise SystemExit(f"--rollouts must be >= 1, got {args.rollouts}")
+    named = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.methods != ap.get_default("methods") and USES_JUDGE & set(named) and not args.judge_lm:
+        raise SystemExit(f"{', '.join(sorted(USES_JUDGE & set(named)))} needs --judge-lm DIR")
+    if args.judge_lm and not Path(args.judge_lm).is_dir():
+        raise SystemExit(f"--judge-lm: no model directory at {args.judge_lm}")
     run = Path(args.run_dir)
     if args.render_only:
         body = render(json.loads((run / "benchmark.json").read_text()))
@@ -853,6 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
         "temperature": args.temperature,
         "rollouts": args.rollouts,
+        "judge_lm": args.judge_lm,
         # a hard file replaced by another problem set (a probe) must not be called the hard split
         "hard_levels": sorted(
             {str(p["level"]) for p in load_split(run, "hard", args.n_hard) if "level" in p}
@@ -976,6 +1101,12 @@ def render(out: dict[str, Any]) -> str:
             f"{h['candidates_per_problem']:.0f} | {h['tokens_per_problem']:.0f} | "
             f"{v['seconds_per_problem']:.2f}, {h['seconds_per_problem']:.2f} |"
         )
+    if out.get("judge_lm") and any(k.endswith("/MCTS + LM judge") for k in table):
+        lines += [
+            "",
+            "MCTS + LM judge is a reference, not a method: MCTS + PPM with the PPM replaced by "
+            f"the likelihood of each step under `{out['judge_lm']}` (StepLikelihoodJudge).",
+        ]
     branching = [
         f"{method} {table[f'hard/{method}']['distinct_children_per_expansion']:.2f}"
         for method in ROWS

@@ -536,3 +536,71 @@ def test_the_header_says_when_the_hard_column_is_not_the_hard_split() -> None:
     assert "held-out hard (8-9 steps)" in bench.render(base)  # a benchmark.json from before
     probe = bench.render({**base, "hard_levels": ["probe-hard-hops"]})
     assert "2 'hard' (not the hard split: levels probe-hard-hops) problems" in probe
+
+
+def test_the_lm_judge_prefers_the_step_its_lm_writes_to_a_miscopied_one(
+    tiny_trained_policy_dir: Path,
+) -> None:
+    """StepLikelihoodJudge: a step the LM writes scores above the same step with one number
+    changed; values lie in [-1, 1]; its pair accuracy counts that as a win."""
+    bench = _bench()
+    from rstar_math.interfaces import ScoreRequest
+    from rstar_math.training import PreferencePair
+
+    from .conftest import TINY_PROBLEMS
+
+    question = TINY_PROBLEMS[0][0]
+    right = "<code>\n# Step 1: Add the numbers\nx = 2 + 3\n<end_of_step>"
+    wrong = "<code>\n# Step 1: Add the numbers\nx = 2 + 7\n<end_of_step>"
+    judge = bench.StepLikelihoodJudge(str(tiny_trained_policy_dir))
+    values = judge.score(
+        [ScoreRequest(question, (right,)), ScoreRequest(question, (wrong,)), ScoreRequest(question)]
+    )
+    assert all(-1.0 <= v <= 1.0 for v in values)
+    assert values[0] > values[1]
+    assert values[2] == 0.0  # nothing written yet: no opinion
+    pair = PreferencePair(question, [], [right], [wrong], "step")
+    flipped = PreferencePair(question, [], [wrong], [right], "step")
+    assert bench.scorer_pair_accuracy(judge, [pair])["accuracy"] == 1.0
+    assert bench.scorer_pair_accuracy(judge, [pair, flipped])["accuracy"] == 0.5
+
+
+def test_the_lm_judge_row_is_planned_only_with_an_lm_to_judge_with(tmp_path: Path) -> None:
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    methods = "greedy,MCTS + LM judge"
+    without = bench.plan_jobs(_args(methods=methods, skip_pairs=False), run, "p", "q")
+    assert not any("LM judge" in str(j["key"]) or j.get("judge_lm") for j in without)
+    judged = bench.plan_jobs(
+        _args(methods=methods, skip_pairs=False, judge_lm="big"), run, "p", "q"
+    )
+    by_key = {tuple(j["key"]): j for j in judged}
+    row = by_key[("methods", "hard/MCTS + LM judge")]
+    assert row["judge_lm"] == "big" and row["ppm"] is None
+    assert row["search"]["algorithm"] == "mcts" and row["search"]["answer_selection"] == "best"
+    assert by_key[("pairs_hard",)]["judge_lm"] == by_key[("flip",)]["judge_lm"] == "big"
+    assert "judge_lm" not in by_key[("methods", "hard/greedy")]
+    out = {
+        "n": 3,
+        "n_hard": 2,
+        "judge_lm": "big",
+        "methods": {
+            f"{split}/{m}": _result(0.5, 30.0)
+            for split in ("val", "hard")
+            for m in methods.split(",")
+        },
+        "pairs_hard": {
+            "pairs": 4,
+            "problems": 2,
+            bench.JUDGE: {"accuracy": 0.9, "strict_accuracy": 0.8, "combos": 10.0},
+        },
+    }
+    common = ["--run-dir", str(run), "--no-write", "--skip-pairs", "--skip-rounds"]
+    with pytest.raises(SystemExit, match="MCTS \\+ LM judge needs --judge-lm DIR"):
+        bench.main([*common, "--methods", "MCTS + LM judge"])
+    with pytest.raises(SystemExit, match="--judge-lm: no model directory at"):
+        bench.main([*common, "--methods", "", "--judge-lm", str(tmp_path / "missing")])
+    text = bench.render(out)
+    assert "| MCTS + LM judge | 50.0% | 50.0% |" in text
+    assert "likelihood of each step under `big`" in text
+    assert f"| {bench.JUDGE} | 90.0% | 80.0% | 10 |" in text

@@ -185,6 +185,7 @@ SHIP_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
     "ppm_config.json",
+    "ppm_evidence.safetensors",  # a token-evidence PPM's extra weights, when the recipe asks
 )
 
 

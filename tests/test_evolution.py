@@ -191,6 +191,45 @@ def test_round_ppm_mixes_in_earlier_pairs(tmp_path: Path, base_policy: Path) -> 
 
 @pytest.mark.hf
 @pytest.mark.slow
+def test_round_ppm_init_starts_the_ppm_from_another_lm(tmp_path: Path, base_policy: Path) -> None:
+    """``ppm_init``: the round's PPM starts from a larger LM with the policy's tokenizer (here
+    with token evidence), not from the policy."""
+    from transformers import AutoTokenizer
+
+    from rstar_math.models.tiny import build_tiny_model, save_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(base_policy)
+    judge_lm = save_tiny_model(
+        build_tiny_model(tok, hidden_size=48, num_layers=1, num_heads=2, num_kv_heads=1),
+        tok,
+        tmp_path / "judge_lm",
+    )
+    problems = tmp_path / "problems.jsonl"
+    problems_jsonl(problems, n=3)
+    data = evolve_config(problems, base_policy, sft_steps=2)
+    data["rounds"] = data["rounds"][:1]
+    data["rounds"][0]["ppm_init"] = str(judge_lm)
+    data["rounds"][0]["ppm"] = {**data["rounds"][0]["ppm"], "evidence": ["min_logprob"]}
+    runner = EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run")
+    manifest = runner.run()
+    stages = manifest["rounds"]["round_1"]["stages"]
+    assert stages["extract"]["pairs"] > 0
+    assert stages["train_ppm"]["initialised_from"] == str(judge_lm)
+    ppm_dir = Path(runner.final_ppm())
+    assert json.loads((ppm_dir / "config.json").read_text())["hidden_size"] == 48
+    assert json.loads((ppm_dir / "ppm_config.json").read_text())["evidence"] == ["min_logprob"]
+    # the policy still trains from the base policy (hidden size 32)
+    policy_dir = Path(runner.final_policy())
+    assert json.loads((policy_dir / "config.json").read_text())["hidden_size"] == 32
+
+    data["rounds"][0]["ppm_init"] = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"round_1: ppm_init is not a model directory"):
+        EvolutionRunner(EvolutionConfig.from_dict(data), tmp_path / "run2").run()
+    assert not (tmp_path / "run2" / "round_1" / "trees.jsonl").exists()  # found before searching
+
+
+@pytest.mark.hf
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_acceptance_check_measures_the_trained_policy_for_real(
     tmp_path: Path, base_policy: Path

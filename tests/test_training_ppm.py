@@ -128,7 +128,7 @@ def test_batch_encodes_each_distinct_text_once():
     ]
     batch = _build_batch(pairs, PROMPT)
     prefix = PROMPT.render("q") + "<code>\nx=1<end_of_step>"
-    assert batch.texts == [
+    assert [i.text for i in batch.inputs] == [
         prefix + "A",
         prefix + shared,
         prefix + "B",
@@ -136,7 +136,7 @@ def test_batch_encodes_each_distinct_text_once():
         PROMPT.render("r") + "A",
         PROMPT.render("r") + "B",
     ]
-    assert batch.texts[0] == ppm_text(PROMPT, "q", [*pairs[0].prefix_steps, "A"])
+    assert batch.inputs[0].text == ppm_text(PROMPT, "q", [*pairs[0].prefix_steps, "A"])
     assert batch.pos_idx.tolist() == [0, 1, 1, 1, 4]
     assert batch.neg_idx.tolist() == [2, 2, 3, 2, 5]
     assert batch.node_idx.tolist() == [0, 0, 1, 1, 2]
@@ -151,8 +151,8 @@ def test_training_loss_matches_per_text_forward(tok):
     pairs = arithmetic_pairs(4, 1)
     batch = _build_batch(pairs, PROMPT)
     with torch.no_grad():
-        rewards = ppm(**ppm_encode(tok, batch.texts)).rewards
-        alone = torch.stack([ppm(**ppm_encode(tok, [t])).rewards[0] for t in batch.texts])
+        rewards = ppm(**ppm_encode(tok, batch.inputs)).rewards
+        alone = torch.stack([ppm(**ppm_encode(tok, [t])).rewards[0] for t in batch.inputs])
         assert torch.allclose(rewards, alone, atol=1e-5)
         per_node = bradley_terry_loss(
             rewards, batch.pos_idx, batch.neg_idx, batch.node_idx, batch.combos_per_node

@@ -79,7 +79,10 @@ class RoundConfig:
     is kept only if on the run's ``validation`` problems it is at least as accurate by every
     listed method as the policy it would replace (the latest kept one, or the base policy). Empty
     (the default, the paper): every trained policy is kept. The round's PPM is initialised from
-    the kept policy.
+    the kept policy, or from ``ppm_init`` when given: a causal LM (or PPM) directory with the
+    policy's tokenizer, e.g. a larger model fine-tuned on the same data, whose likelihoods a PPM
+    with token evidence (``ppm: {"evidence": [...]}``) reads (see
+    :mod:`rstar_math.scorers.ppm`). The paper initialises the PPM from the policy.
     """
 
     search: SearchConfig = field(default_factory=SearchConfig.paper_sampling)
@@ -96,6 +99,7 @@ class RoundConfig:
     pairs_margin: float = 0.0
     sft_mix: list[str] = field(default_factory=list)
     ppm_mix: list[str] = field(default_factory=list)
+    ppm_init: str | None = None
     acceptance: list[str] = field(default_factory=list)
     sft: dict[str, Any] = field(default_factory=dict)
     ppm: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +110,8 @@ class RoundConfig:
             if isinstance(paths, (str, os.PathLike)):
                 raise ValueError(f"{name} must be a list of JSONL paths, not one path")
             setattr(self, name, [str(path) for path in paths])
+        if self.ppm_init is not None:
+            self.ppm_init = os.fspath(self.ppm_init)
         if isinstance(self.search, dict):
             self.search = SearchConfig.from_dict(self.search)
         if self.sft_from not in ("base", "policy"):
@@ -353,6 +359,10 @@ class EvolutionRunner:
             for path in rnd.ppm_mix:
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"{name}: ppm_mix file not found: {path}")
+            if rnd.ppm_init is not None and not (Path(rnd.ppm_init) / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{name}: ppm_init is not a model directory (no config.json): {rnd.ppm_init}"
+                )
         state = self._round_state(name)
         state["policy"] = self.policy_of(index)
         state["ppm_used"] = self.ppm_of(index) if rnd.use_ppm else None
@@ -433,8 +443,10 @@ class EvolutionRunner:
             # the policy the run continues with: a rejected one would hand its PPM the very
             # weights the check found worse
             rejected = self._trained(index, "train_sft") and not self.kept_policy(index)
-            start = self.kept_policy(index) or (
-                self._latest_kept_before(index) if rejected else self.policy_of(index)
+            start = (
+                rnd.ppm_init
+                or self.kept_policy(index)
+                or (self._latest_kept_before(index) if rejected else self.policy_of(index))
             )
             ppm_cfg = PPMTrainingConfig.from_dict(
                 {

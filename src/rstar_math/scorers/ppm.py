@@ -35,10 +35,31 @@ Text and tokens, defined once
     the scorer and the trainer both go through them, so training and inference see the same
     tokens.
 
+Token evidence (optional, off by default)
+    The paper's PPM reads one hidden state, at the last token. What a judge most needs to know
+    about a step is often how unlikely its own tokens are (a name or number miscopied from the
+    question is one very unlikely token for a model that copies reliably), and that is not in the
+    state a value head reads: it depends on the token actually written. A PPM built with
+    ``evidence=("min_logprob", "mean_logprob")`` (either or both) keeps its backbone's LM head
+    and adds ``Linear(len(evidence), 1, bias=False)`` over the minimum / mean log-probability
+    (nats) of the last step's own tokens (the executor's ``<output>`` block excluded) to the value
+    head's reward. Both parts are trained together by the same Bradley-Terry loss, which also
+    moves the backbone's log-probabilities (as in implicit process reward models). The evidence
+    weights start at ``evidence_init`` (default 1.0), not zero: Adam moves a weight by about the
+    learning rate per step, so a zero-initialised weight would stay near zero for a whole run at
+    PPM learning rates. Which tokens are the last step's is carried by :class:`PPMInput` (the
+    text split where the last step begins), so an evidence PPM scores requests or
+    :class:`PPMInput` items, not bare texts. Such a checkpoint records ``evidence`` in
+    ``ppm_config.json`` (``format_version`` 2, which older readers refuse rather than silently
+    ignore) and its extra weights in ``ppm_evidence.safetensors``; a plain
+    ``AutoModelForSequenceClassification`` (or vLLM's classify runner) would load only the value
+    head part and must not be used for it.
+
 Checkpoint
     One directory: ``config.json`` + ``model.safetensors`` (possibly sharded) in the
     ``*ForSequenceClassification`` layout (``model.*`` backbone weights, ``score.weight`` head),
-    the tokenizer files, and ``ppm_config.json`` recording the head, the pooling and the scale.
+    the tokenizer files, and ``ppm_config.json`` recording the head, the pooling and the scale
+    (plus ``ppm_evidence.safetensors`` for an evidence PPM).
 """
 
 from __future__ import annotations
@@ -55,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from rstar_math._deps import require
-from rstar_math.format import Prompter, PromptTemplate
+from rstar_math.format import OUTPUT_START, Prompter, PromptTemplate
 from rstar_math.generators.hf import check_pretrained_path, load_pretrained
 from rstar_math.interfaces import ScoreRequest
 
@@ -64,12 +85,15 @@ transformers = require("transformers", "hf")
 nn = torch.nn
 
 __all__ = [
+    "EVIDENCE_FEATURES",
     "PPM_CONFIG_NAME",
     "PPMConfig",
+    "PPMInput",
     "PPMModel",
     "PPMOutput",
     "PPMScorer",
     "ppm_encode",
+    "ppm_input",
     "ppm_text",
     "squash_reward",
 ]
@@ -78,39 +102,81 @@ logger = logging.getLogger(__name__)
 
 #: File name of the PPM's own settings inside a checkpoint directory.
 PPM_CONFIG_NAME = "ppm_config.json"
-_FORMAT_VERSION = 1
+#: File name of an evidence PPM's extra weights (evidence head, untied LM head).
+EVIDENCE_WEIGHTS_NAME = "ppm_evidence.safetensors"
+#: The newest ``ppm_config.json`` format this version reads (2: token evidence).
+_FORMAT_VERSION = 2
+#: Token-level features an evidence PPM can add to its reward (see the module notes).
+EVIDENCE_FEATURES = ("min_logprob", "mean_logprob")
 
 
 # --------------------------------------------------------------------------- text and tokens
 
 
-def ppm_text(prompt: Prompter, question: str, steps: Sequence[str]) -> str:
-    """The text the PPM scores: the rendered prompt followed by the solution steps so far."""
+@dataclass(frozen=True)
+class PPMInput:
+    """One text to score, split where its last step begins.
+
+    ``context`` is the rendered prompt and the steps before the last; ``step`` the last step
+    (empty when there is none). The PPM scores ``text == context + step``; an evidence PPM also
+    needs to know which of its tokens are the last step's.
+    """
+
+    context: str
+    step: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.context + self.step
+
+
+def ppm_input(prompt: Prompter, question: str, steps: Sequence[str]) -> PPMInput:
+    """What the PPM scores for ``steps`` after ``question``: see :func:`ppm_text`."""
     if isinstance(steps, str):
         raise TypeError("steps must be a sequence of step strings, not one str")
-    return prompt.render(question) + "".join(steps)
+    steps = list(steps)
+    context = prompt.render(question) + "".join(steps[:-1])
+    return PPMInput(context, steps[-1] if steps else "")
+
+
+def ppm_text(prompt: Prompter, question: str, steps: Sequence[str]) -> str:
+    """The text the PPM scores: the rendered prompt followed by the solution steps so far."""
+    return ppm_input(prompt, question, steps).text
 
 
 def ppm_encode(
     tokenizer: Any,
-    texts: Sequence[str],
+    texts: Sequence[str | PPMInput],
     *,
     max_length: int | None = None,
     padding_side: str | None = None,
     add_special_tokens: bool = True,
     device: Any = None,
+    evidence: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Tokenise ``texts`` for the PPM: ``{"input_ids", "attention_mask"}`` as padded tensors.
 
     Each text is tokenised on its own (its tokens never depend on the rest of the batch), then
     padded on ``padding_side`` (default: the tokenizer's) with its pad token. Texts longer than
     ``max_length`` keep their *last* ``max_length`` tokens: the value is read at the final token,
-    and the most recent steps matter most.
+    and the most recent steps matter most. ``evidence=True`` (for an evidence PPM; the items must
+    be :class:`PPMInput`) adds ``"evidence_mask"``: 1 at the last step's own tokens.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one str")
-    seqs = _tokenize(tokenizer, texts, max_length, add_special_tokens)
-    return _pad(tokenizer, seqs, padding_side, device)
+    items = [t if isinstance(t, PPMInput) else PPMInput(t) for t in texts]
+    if evidence and not all(isinstance(t, PPMInput) for t in texts):
+        raise TypeError(
+            "an evidence PPM needs to know where each text's last step begins: pass PPMInput "
+            "items (see ppm_input), not bare strings"
+        )
+    seqs = _tokenize(tokenizer, [i.text for i in items], max_length, add_special_tokens)
+    spans = (
+        _evidence_spans(tokenizer, items, seqs, max_length, add_special_tokens)
+        if evidence
+        else None
+    )
+    return _pad(tokenizer, seqs, padding_side, device, spans)
 
 
 def _tokenize(
@@ -127,8 +193,50 @@ def _tokenize(
     return seqs
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _evidence_spans(
+    tokenizer: Any,
+    items: Sequence[PPMInput],
+    seqs: Sequence[Sequence[int]],
+    max_length: int | None,
+    add_special_tokens: bool,
+) -> list[tuple[int, int]]:
+    """``[start, end)`` of each item's last-step tokens in its (possibly truncated) ``seqs``.
+
+    The last step's own tokens are those the full text has beyond the context's tokens and up to
+    the step's ``<output>`` block (the executor's, not the policy's writing). Boundaries come
+    from token-level common prefixes, so a token merged across the boundary counts as the
+    step's. The first token is never evidence (nothing predicts it).
+    """
+    contexts = [i.context for i in items]
+    owns = [i.context + i.step.split(OUTPUT_START, 1)[0] for i in items]
+    fulls = [i.text for i in items]
+    enc = tokenizer(contexts + owns + fulls, add_special_tokens=add_special_tokens)["input_ids"]
+    n = len(items)
+    spans = []
+    for k, seq in enumerate(seqs):
+        ctx, own, full = enc[k], enc[n + k], enc[2 * n + k]
+        start = _common_prefix(ctx, full) if items[k].step else len(full)
+        end = max(start, _common_prefix(own, full))
+        cut = len(full) - len(seq)
+        start, end = max(1, start - cut), max(0, end - cut)
+        spans.append((start, max(start, end)))
+    return spans
+
+
 def _pad(
-    tokenizer: Any, seqs: Sequence[Sequence[int]], padding_side: str | None, device: Any
+    tokenizer: Any,
+    seqs: Sequence[Sequence[int]],
+    padding_side: str | None,
+    device: Any,
+    spans: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, torch.Tensor]:
     side = padding_side or getattr(tokenizer, "padding_side", "right")
     if side not in ("left", "right"):
@@ -139,13 +247,20 @@ def _pad(
     width = max((len(s) for s in seqs), default=0)
     input_ids = torch.full((len(seqs), width), int(pad), dtype=torch.long)
     attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    evidence_mask = torch.zeros((len(seqs), width), dtype=torch.bool)
     for i, ids in enumerate(seqs):
-        sl = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
-        input_ids[i, sl] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[i, sl] = 1
+        offset = width - len(ids) if side == "left" else 0
+        input_ids[i, offset : offset + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, offset : offset + len(ids)] = 1
+        if spans is not None:
+            start, end = spans[i]
+            evidence_mask[i, offset + start : offset + end] = True
+    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if spans is not None:
+        out["evidence_mask"] = evidence_mask
     if device is not None:
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+        out = {k: v.to(device) for k, v in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------- model
@@ -175,9 +290,22 @@ class PPMConfig:
     max_length: int | None = None
     #: the plain-text prompt template the PPM was trained with (PromptTemplate fields), if known
     prompt_template: dict[str, Any] | None = None
-    format_version: int = _FORMAT_VERSION
+    #: token-evidence features added to the reward (see the module notes); () for the paper's PPM
+    evidence: tuple[str, ...] = ()
+    format_version: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.evidence, str) or not isinstance(self.evidence, (tuple, list)):
+            raise TypeError(
+                f"PPMConfig.evidence must be a sequence of feature names, got {self.evidence!r}"
+            )
+        self.evidence = tuple(self.evidence)
+        unknown = [f for f in self.evidence if f not in EVIDENCE_FEATURES]
+        if unknown or len(set(self.evidence)) != len(self.evidence):
+            raise ValueError(
+                f"PPMConfig.evidence must name distinct features among {EVIDENCE_FEATURES}, got "
+                f"{self.evidence!r}"
+            )
         scale = self.scale
         if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"PPMConfig.scale must be a finite number > 0, got {self.scale!r}")
@@ -187,7 +315,11 @@ class PPMConfig:
             raise ValueError(f"unsupported pooling {self.pooling!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["evidence"] = list(self.evidence)
+        # version 2 only when it matters, so plain PPMs stay readable by older versions
+        data["format_version"] = 2 if self.evidence else 1
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPMConfig:
@@ -211,10 +343,12 @@ class PPMConfig:
 
 @dataclass
 class PPMOutput:
-    """``rewards``: raw head outputs (B,), float32; ``values``: ``tanh(rewards / scale)`` (B,)."""
+    """``rewards``: raw head outputs (B,), float32; ``values``: ``tanh(rewards / scale)`` (B,);
+    ``evidence``: an evidence PPM's features (B, len(evidence)) in nats, else None."""
 
     rewards: torch.Tensor
     values: torch.Tensor
+    evidence: torch.Tensor | None = None
 
 
 class PPMModel(nn.Module):
@@ -230,6 +364,9 @@ class PPMModel(nn.Module):
         model: Any,
         ppm_config: PPMConfig | None = None,
         tokenizer: Any | None = None,
+        *,
+        evidence_head: nn.Linear | None = None,
+        lm_head: nn.Linear | None = None,
     ) -> None:
         super().__init__()
         if getattr(model.config, "num_labels", None) != 1 or not isinstance(
@@ -244,6 +381,29 @@ class PPMModel(nn.Module):
         self.model = model
         self.ppm_config = ppm_config or PPMConfig()
         self.tokenizer = tokenizer
+        n_features = len(self.ppm_config.evidence)
+        if not n_features and (evidence_head is not None or lm_head is not None):
+            raise ValueError("evidence_head and lm_head belong to a PPM with evidence features")
+        #: ``Linear(len(evidence), 1, bias=False)`` over the token-evidence features, or None
+        self.evidence_head: nn.Linear | None = None
+        #: the LM head of an evidence PPM whose backbone does not tie it to the embeddings
+        self.lm_head: nn.Linear | None = lm_head
+        if n_features:
+            if evidence_head is None:
+                evidence_head = nn.Linear(n_features, 1, bias=False)
+                nn.init.zeros_(evidence_head.weight)
+            shape = tuple(evidence_head.weight.shape)
+            if shape != (1, n_features) or evidence_head.bias is not None:
+                raise ValueError(
+                    f"evidence_head must be Linear({n_features}, 1, bias=False) for evidence "
+                    f"{self.ppm_config.evidence}"
+                )
+            self.evidence_head = evidence_head.to(model.score.weight.device)
+            if lm_head is None and not _ties_embeddings(model.config):
+                raise ValueError(
+                    "this backbone does not tie its LM head to its embeddings; an evidence PPM "
+                    "over it needs lm_head= (PPMModel.from_policy copies the policy's)"
+                )
 
     # -- parts
 
@@ -260,6 +420,11 @@ class PPMModel(nn.Module):
     @property
     def scale(self) -> float:
         return float(self.ppm_config.scale)
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        """The token-evidence features this PPM adds to its reward (() for the paper's PPM)."""
+        return self.ppm_config.evidence
 
     @property
     def device(self) -> torch.device:
@@ -282,12 +447,24 @@ class PPMModel(nn.Module):
         return squash_reward(rewards, self.ppm_config.scale)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        evidence_mask: torch.Tensor | None = None,
     ) -> PPMOutput:
-        """Rewards and values of a padded batch (either padding side)."""
+        """Rewards and values of a padded batch (either padding side).
+
+        An evidence PPM also needs ``evidence_mask`` (what :func:`ppm_encode` returns with
+        ``evidence=True``): the tokens whose log-probabilities are its evidence.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(input_ids.device)
+        if self.evidence and evidence_mask is None:
+            raise ValueError(
+                f"this PPM adds token evidence {self.evidence} to its reward and needs "
+                "evidence_mask (ppm_encode(..., evidence=True) over PPMInput items)"
+            )
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.backbone(
             input_ids=input_ids,
@@ -299,11 +476,49 @@ class PPMModel(nn.Module):
         last = width - 1 - attention_mask.long().flip(-1).argmax(-1)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).squeeze(-1).float()
-        return PPMOutput(rewards=rewards, values=self.squash(rewards))
+        features = None
+        if self.evidence_head is not None and evidence_mask is not None:
+            features = self._evidence_features(hidden, input_ids, evidence_mask)
+            head = self.evidence_head
+            rewards = rewards + head(features.to(head.weight.dtype)).squeeze(-1).float().to(
+                rewards.device
+            )
+        return PPMOutput(rewards=rewards, values=self.squash(rewards), evidence=features)
+
+    def _evidence_features(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, evidence_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, len(evidence)): min / mean log-probability of each row's evidence tokens (0 for a
+        row with none), computed only at those positions (the full-vocabulary logits of a long
+        text are never materialised)."""
+        batch = hidden.shape[0]
+        mask = evidence_mask.to(hidden.device).bool()[:, 1:]
+        rows, cols = mask.nonzero(as_tuple=True)
+        states = hidden[rows, cols]  # the state before each evidence token predicts it
+        if self.lm_head is not None:
+            logits = self.lm_head(states.to(self.lm_head.weight.dtype))
+        else:
+            weight = self.backbone.get_input_embeddings().weight
+            logits = nn.functional.linear(states.to(weight.dtype), weight)
+        targets = input_ids.to(hidden.device)[rows, cols + 1]
+        logprobs = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
+        counts = torch.zeros(batch, device=hidden.device).index_add(
+            0, rows, torch.ones_like(logprobs)
+        )
+        total = torch.zeros(batch, device=hidden.device).index_add(0, rows, logprobs)
+        lowest = torch.zeros(batch, device=hidden.device).scatter_reduce(
+            0, rows, logprobs, reduce="amin", include_self=False
+        )
+        has = counts > 0
+        by_name = {
+            "min_logprob": torch.where(has, lowest, torch.zeros_like(lowest)),
+            "mean_logprob": torch.where(has, total / counts.clamp(min=1), torch.zeros_like(total)),
+        }
+        return torch.stack([by_name[f] for f in self.evidence], dim=-1)
 
     def encode(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str | PPMInput],
         *,
         tokenizer: Any | None = None,
         max_length: int | None = None,
@@ -319,6 +534,7 @@ class PPMModel(nn.Module):
             max_length=max_length if max_length is not None else self.ppm_config.max_length,
             padding_side=padding_side,
             device=self.input_device,
+            evidence=bool(self.evidence),
         )
 
     # -- construction and persistence
@@ -331,6 +547,8 @@ class PPMModel(nn.Module):
         *,
         scale: float = DEFAULT_SCALE,
         head_init_std: float = 0.0,
+        evidence: Sequence[str] = (),
+        evidence_init: float = 1.0,
         dtype: Any = None,
         device: Any = None,
         **model_kwargs: Any,
@@ -341,9 +559,15 @@ class PPMModel(nn.Module):
         copied, the policy object is left untouched). The head starts at zero (``head_init_std``
         > 0 draws it from N(0, std) instead), so a new PPM scores every text 0. ``tokenizer``
         defaults to the policy directory's tokenizer.
+
+        ``evidence`` (e.g. ``("min_logprob",)``) builds an evidence PPM (see the module notes):
+        it keeps the policy's LM head and starts every evidence weight at ``evidence_init``.
         """
         auto = transformers.AutoModelForSequenceClassification
-        config = PPMConfig(scale=scale)
+        config = PPMConfig(scale=scale, evidence=tuple(evidence))
+        if not math.isfinite(evidence_init):
+            raise ValueError(f"evidence_init must be a finite number, got {evidence_init!r}")
+        lm_weight = None
         if isinstance(policy, (str, os.PathLike)):
             path = check_pretrained_path(policy, "policy")
             model = load_pretrained(
@@ -351,6 +575,13 @@ class PPMModel(nn.Module):
             )
             if tokenizer is None:
                 tokenizer = load_pretrained(transformers.AutoTokenizer, path, "tokenizer")
+            if config.evidence and not _ties_embeddings(model.config):
+                causal = load_pretrained(
+                    transformers.AutoModelForCausalLM, path, "policy", dtype=dtype or "auto",
+                    **model_kwargs,
+                )  # fmt: skip
+                lm_weight = causal.get_output_embeddings().weight.detach().clone()
+                del causal
         else:
             if model_kwargs:
                 raise ValueError("model_kwargs only apply when loading the policy from a path")
@@ -370,6 +601,8 @@ class PPMModel(nn.Module):
             model.to(policy.get_input_embeddings().weight.device)
             if dtype is not None and dtype != "auto":
                 model.to(dtype=_as_dtype(dtype))
+            if config.evidence and not _ties_embeddings(model.config):
+                lm_weight = policy.get_output_embeddings().weight.detach().clone()
         with torch.no_grad():
             if head_init_std > 0:
                 model.score.weight.normal_(0.0, head_init_std)
@@ -377,10 +610,19 @@ class PPMModel(nn.Module):
                 model.score.weight.zero_()
         if tokenizer is not None and model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
+        evidence_head = lm_head = None
+        if config.evidence:
+            evidence_head = nn.Linear(len(config.evidence), 1, bias=False)
+            nn.init.constant_(evidence_head.weight, float(evidence_init))
+            if lm_weight is not None:
+                lm_head = _linear_from_weight(lm_weight)
+        ppm = cls(model, config, tokenizer, evidence_head=evidence_head, lm_head=lm_head)
+        if dtype is not None and dtype != "auto" and lm_head is not None:
+            lm_head.to(dtype=_as_dtype(dtype))
         if device is not None:
-            model.to(device)
-        model.eval()
-        return cls(model, config, tokenizer)
+            ppm.to(device)
+        ppm.eval()
+        return ppm
 
     def save_pretrained(
         self,
@@ -405,6 +647,11 @@ class PPMModel(nn.Module):
         if not kwargs["safe_serialization"]:
             raise ValueError("PPM checkpoints are always saved as safetensors")
         self.model.save_pretrained(path, **kwargs)
+        if self.evidence_head is not None:
+            tensors = {"evidence.weight": self.evidence_head.weight.detach().contiguous().cpu()}
+            if self.lm_head is not None:
+                tensors["lm_head.weight"] = self.lm_head.weight.detach().contiguous().cpu()
+            _safetensors_torch().save_file(tensors, os.fspath(path / EVIDENCE_WEIGHTS_NAME))
         if tok is not None:
             tok.save_pretrained(path)
         config = self.ppm_config
@@ -456,10 +703,59 @@ class PPMModel(nn.Module):
             (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
         ):
             tokenizer = transformers.AutoTokenizer.from_pretrained(os.fspath(path))
+        evidence_head = lm_head = None
+        if ppm_config.evidence:
+            evidence_head, lm_head = _load_evidence_weights(path, ppm_config, model)
+        ppm = cls(model, ppm_config, tokenizer, evidence_head=evidence_head, lm_head=lm_head)
         if device is not None:
-            model.to(device)
-        model.eval()
-        return cls(model, ppm_config, tokenizer)
+            ppm.to(device)
+        ppm.eval()
+        return ppm
+
+
+def _ties_embeddings(config: Any) -> bool:
+    """Whether a backbone config ties its LM head to the input embeddings."""
+    tied = getattr(config, "tie_word_embeddings", None)
+    if tied is None:
+        text_config = getattr(config, "get_text_config", None)
+        tied = getattr(text_config(), "tie_word_embeddings", False) if text_config else False
+    return bool(tied)
+
+
+def _linear_from_weight(weight: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    layer.to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
+def _safetensors_torch() -> Any:
+    """``safetensors.torch`` (installed with ``transformers``)."""
+    return require("safetensors.torch", "hf")
+
+
+def _load_evidence_weights(
+    path: Path, ppm_config: PPMConfig, model: Any
+) -> tuple[nn.Linear, nn.Linear | None]:
+    file = path / EVIDENCE_WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{path} records token evidence {ppm_config.evidence} in {PPM_CONFIG_NAME} but has no "
+            f"{EVIDENCE_WEIGHTS_NAME}; the checkpoint is incomplete"
+        )
+    tensors = _safetensors_torch().load_file(os.fspath(file))
+    weight = tensors.get("evidence.weight")
+    if weight is None or tuple(weight.shape) != (1, len(ppm_config.evidence)):
+        raise ValueError(
+            f"{file}: evidence.weight must have shape (1, {len(ppm_config.evidence)}) for "
+            f"evidence {ppm_config.evidence}"
+        )
+    dtype = model.score.weight.dtype
+    evidence_head = _linear_from_weight(weight.to(dtype))
+    lm_weight = tensors.get("lm_head.weight")
+    lm_head = _linear_from_weight(lm_weight.to(dtype)) if lm_weight is not None else None
+    return evidence_head, lm_head
 
 
 def _as_dtype(dtype: Any) -> torch.dtype:
@@ -536,29 +832,58 @@ class PPMScorer:
         """The texts :meth:`score` would score."""
         return [ppm_text(self.prompt, r.question, r.steps) for r in requests]
 
+    def inputs(self, requests: Sequence[ScoreRequest]) -> list[PPMInput]:
+        """What :meth:`score` scores: each request's text, split where its last step begins."""
+        return [ppm_input(self.prompt, r.question, r.steps) for r in requests]
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """One value in [-1, 1] per request, in order."""
-        return self.score_texts(self.texts(requests))
+        return self.score_inputs(self.inputs(requests))
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
-        """Values in [-1, 1] for already-built texts (see :func:`ppm_text`)."""
-        texts = list(texts)
-        if not texts:
+        """Values in [-1, 1] for already-built texts (see :func:`ppm_text`).
+
+        Not for an evidence PPM, which needs to know where each text's last step begins: use
+        :meth:`score` or :meth:`score_inputs`.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one str")
+        if self.model.evidence:
+            raise ValueError(
+                f"this PPM adds token evidence {self.model.evidence} of each text's last step; "
+                "bare texts do not say where it begins: use score(requests) or "
+                "score_inputs([ppm_input(prompt, question, steps), ...])"
+            )
+        return self.score_inputs([PPMInput(t) for t in texts])
+
+    def score_inputs(self, inputs: Sequence[PPMInput]) -> list[float]:
+        """Values in [-1, 1] for :class:`PPMInput` items (see :func:`ppm_input`)."""
+        inputs = list(inputs)
+        if not inputs:
             return []
-        unique = list(dict.fromkeys(texts))
-        seqs = _tokenize(self.tokenizer, unique, self.max_length)
+        for item in inputs:
+            if not isinstance(item, PPMInput):
+                raise TypeError(f"score_inputs takes PPMInput items, got {type(item).__name__}")
+        unique = list(dict.fromkeys(inputs))
+        seqs = _tokenize(self.tokenizer, [u.text for u in unique], self.max_length)
+        spans = (
+            _evidence_spans(self.tokenizer, unique, seqs, self.max_length, True)
+            if self.model.evidence
+            else None
+        )
         order = sorted(range(len(unique)), key=lambda i: -len(seqs[i]))
-        values: dict[str, float] = {}
+        values: dict[PPMInput, float] = {}
         with self._lock:
-            self._score_sorted(unique, seqs, order, values)
-        return [values[t] for t in texts]
+            self._score_sorted(unique, seqs, spans, order, values)
+        return [values[t] for t in inputs]
 
     def _score_sorted(
         self,
-        unique: list[str],
+        unique: list[PPMInput],
         seqs: list[list[int]],
+        spans: list[tuple[int, int]] | None,
         order: list[int],
-        values: dict[str, float],
+        values: dict[PPMInput, float],
     ) -> None:
         was_training = self.model.training
         self.model.eval()
@@ -571,8 +896,11 @@ class PPMScorer:
                         [seqs[i] for i in chunk],
                         self.padding_side,
                         self.model.input_device,
+                        [spans[i] for i in chunk] if spans is not None else None,
                     )
-                    out = self.model(enc["input_ids"], enc["attention_mask"])
+                    out = self.model(
+                        enc["input_ids"], enc["attention_mask"], enc.get("evidence_mask")
+                    )
                     for i, value in zip(chunk, out.values.tolist(), strict=True):
                         values[unique[i]] = float(value)
         finally:

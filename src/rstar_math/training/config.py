@@ -169,6 +169,9 @@ class PPMTrainingConfig:
     accuracy is measured before training, every ``eval_every`` steps and at the end. ``scale`` is
     the value squash ``tanh(r / scale)`` of a PPM built from a policy (a PPM checkpoint keeps its
     own); ``head_init_std`` its value head's initialisation (0: zeros, every value starts at 0).
+    ``evidence`` (e.g. ``["min_logprob"]``) builds a token-evidence PPM from a policy, its
+    evidence weights starting at ``evidence_init`` (see :mod:`rstar_math.scorers.ppm`); empty
+    (the default) is the paper's PPM.
     ``resume``: continue from the latest ``checkpoint-*`` in ``output_dir`` if present.
     """
 
@@ -186,6 +189,8 @@ class PPMTrainingConfig:
     max_length: int = 2048
     scale: float = 5.0
     head_init_std: float = 0.0
+    evidence: tuple[str, ...] = ()
+    evidence_init: float = 1.0
     eval_fraction: float = 0.0
     eval_every: int = 0
     eval_batch_size: int = 32

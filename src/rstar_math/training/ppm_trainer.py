@@ -9,7 +9,7 @@ on the PPM's raw rewards ``r``; a micro-batch's loss is the mean over its nodes 
 the whole optimizer step under gradient accumulation). Every distinct text of a micro-batch is
 encoded and run through the model once, then the combinations index into the rewards.
 
-Texts are built with :func:`rstar_math.scorers.ppm.ppm_text` and tokenised with
+Texts are built with :func:`rstar_math.scorers.ppm.ppm_input` and tokenised with
 :func:`~rstar_math.scorers.ppm.ppm_encode`, exactly as :class:`~rstar_math.scorers.ppm.PPMScorer`
 does at inference. Held-out pair accuracy is measured on the values a ``PPMScorer`` over the model
 returns (``eval_batch_size`` texts per forward), so
@@ -44,7 +44,13 @@ from .records import PreferencePair, import_reference_pairs, read_pairs
 torch = require("torch", "train")
 transformers = require("transformers", "train")
 
-from rstar_math.scorers.ppm import PPMModel, PPMScorer, ppm_encode, ppm_text  # noqa: E402
+from rstar_math.scorers.ppm import (  # noqa: E402
+    PPMInput,
+    PPMModel,
+    PPMScorer,
+    ppm_encode,
+    ppm_input,
+)
 
 __all__ = [
     "PPMTrainingConfig",
@@ -91,34 +97,34 @@ class PPMTrainingResult:
 
 @dataclass
 class _PairBatch:
-    texts: list[str]  # distinct texts of the batch
+    inputs: list[PPMInput]  # distinct texts of the batch
     pos_idx: Any  # (C,) index into texts, one per combination
     neg_idx: Any  # (C,)
     node_idx: Any  # (C,) which pair (node) each combination belongs to
     combos_per_node: Any  # (P,)
 
 
-def _pair_texts(pair: PreferencePair, prompt: Prompter) -> tuple[list[str], list[str]]:
+def _pair_inputs(pair: PreferencePair, prompt: Prompter) -> tuple[list[PPMInput], list[PPMInput]]:
     prefix = list(pair.prefix_steps)
-    pos = [ppm_text(prompt, pair.question, [*prefix, c]) for c in pair.pos]
-    neg = [ppm_text(prompt, pair.question, [*prefix, c]) for c in pair.neg]
+    pos = [ppm_input(prompt, pair.question, [*prefix, c]) for c in pair.pos]
+    neg = [ppm_input(prompt, pair.question, [*prefix, c]) for c in pair.neg]
     return pos, neg
 
 
 def _build_batch(pairs: Sequence[PreferencePair], prompt: Prompter) -> _PairBatch:
-    index: dict[str, int] = {}
+    index: dict[PPMInput, int] = {}
     pos_idx: list[int] = []
     neg_idx: list[int] = []
     node_idx: list[int] = []
     counts: list[int] = []
 
-    def ix(text: str) -> int:
+    def ix(text: PPMInput) -> int:
         if text not in index:
             index[text] = len(index)
         return index[text]
 
     for k, pair in enumerate(pairs):
-        pos, neg = _pair_texts(pair, prompt)
+        pos, neg = _pair_inputs(pair, prompt)
         pi = [ix(t) for t in pos]
         ni = [ix(t) for t in neg]
         for p in pi:
@@ -128,7 +134,7 @@ def _build_batch(pairs: Sequence[PreferencePair], prompt: Prompter) -> _PairBatc
                 node_idx.append(k)
         counts.append(len(pi) * len(ni))
     return _PairBatch(
-        texts=list(index),
+        inputs=list(index),
         pos_idx=torch.tensor(pos_idx, dtype=torch.long),
         neg_idx=torch.tensor(neg_idx, dtype=torch.long),
         node_idx=torch.tensor(node_idx, dtype=torch.long),
@@ -151,32 +157,42 @@ def bradley_terry_loss(
 
 
 @torch.no_grad()
-def _score_texts(
+def _score_inputs(
     model: PPMModel,
     tokenizer: Any,
-    texts: Sequence[str],
+    inputs: Sequence[PPMInput],
     batch_size: int,
     max_length: int | None,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Rewards and values per distinct text (longest first, ``batch_size`` per forward)."""
-    unique = list(dict.fromkeys(texts))
-    lengths = [len(ids) for ids in tokenizer(unique, add_special_tokens=True)["input_ids"]]
+) -> dict[PPMInput, float]:
+    """Raw rewards per distinct input (longest first, ``batch_size`` per forward)."""
+    unique = list(dict.fromkeys(inputs))
+    lengths = [len(ids) for ids in tokenizer([u.text for u in unique])["input_ids"]]
     order = sorted(range(len(unique)), key=lambda i: -lengths[i])
-    rewards: dict[str, float] = {}
-    values: dict[str, float] = {}
+    rewards: dict[PPMInput, float] = {}
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             batch = [unique[i] for i in order[start : start + batch_size]]
-            enc = ppm_encode(tokenizer, batch, max_length=max_length, device=model.device)
-            out = model(enc["input_ids"], enc["attention_mask"])
-            for text, r, v in zip(batch, out.rewards.tolist(), out.values.tolist(), strict=True):
-                rewards[text] = float(r)
-                values[text] = float(v)
+            enc = _encode(model, tokenizer, batch, max_length, model.device)
+            out = model(enc["input_ids"], enc["attention_mask"], enc.get("evidence_mask"))
+            for item, r in zip(batch, out.rewards.tolist(), strict=True):
+                rewards[item] = float(r)
     finally:
         model.train(was_training)
-    return rewards, values
+    return rewards
+
+
+def _encode(
+    model: PPMModel,
+    tokenizer: Any,
+    inputs: Sequence[PPMInput],
+    max_length: int | None,
+    device: Any,
+) -> dict[str, Any]:
+    return ppm_encode(
+        tokenizer, inputs, max_length=max_length, device=device, evidence=bool(model.evidence)
+    )
 
 
 def evaluate_pairs(
@@ -201,15 +217,15 @@ def evaluate_pairs(
     if not pairs:
         return {"accuracy": float("nan"), "strict_accuracy": float("nan"), "loss": float("nan"),
                 "ties": 0.0, "combos": 0.0, "pairs": 0.0}  # fmt: skip
-    texts = [_pair_texts(p, prompt) for p in pairs]
+    texts = [_pair_inputs(p, prompt) for p in pairs]
     flat = [t for pos, neg in texts for t in (*pos, *neg)]
-    rewards, _ = _score_texts(model, tokenizer, flat, batch_size, max_length)
+    rewards = _score_inputs(model, tokenizer, flat, batch_size, max_length)
     # accuracy from the inference path itself, so a saved checkpoint scored by PPMScorer
     # reproduces it exactly
     scorer = PPMScorer(
         model, tokenizer=tokenizer, prompt=prompt, batch_size=batch_size, max_length=max_length
     )
-    values = dict(zip(flat, scorer.score_texts(flat), strict=True))
+    values = dict(zip(flat, scorer.score_inputs(flat), strict=True))
     wins = ties = combos = 0
     loss_total = 0.0
     for pos, neg in texts:
@@ -242,24 +258,44 @@ def load_ppm_for_training(
     tokenizer: Any | None = None,
     scale: float = 1.0,
     head_init_std: float = 0.0,
+    evidence: Sequence[str] = (),
+    evidence_init: float = 1.0,
 ) -> PPMModel:
-    """A :class:`PPMModel` from a PPM, a PPM directory, a policy directory or a causal LM."""
+    """A :class:`PPMModel` from a PPM, a PPM directory, a policy directory or a causal LM.
+
+    ``evidence`` / ``evidence_init`` apply when a new PPM is built from a policy; an existing PPM
+    keeps its own features, and asking for different ones is refused rather than ignored.
+    """
+    evidence = tuple(evidence)
     if isinstance(model_or_path, PPMModel):
+        ppm = model_or_path
         if tokenizer is not None:
-            model_or_path.tokenizer = tokenizer
-        return model_or_path
+            ppm.tokenizer = tokenizer
+        return _check_evidence(ppm, evidence)
     if isinstance(model_or_path, (str, os.PathLike)):
         from rstar_math.scorers.ppm import PPM_CONFIG_NAME
 
         path = Path(model_or_path)
         if (path / PPM_CONFIG_NAME).is_file():
-            return PPMModel.from_pretrained(path, tokenizer=tokenizer, dtype=torch.float32)
-        return PPMModel.from_policy(
-            path, tokenizer=tokenizer, scale=scale, head_init_std=head_init_std
-        )
+            ppm = PPMModel.from_pretrained(path, tokenizer=tokenizer, dtype=torch.float32)
+            return _check_evidence(ppm, evidence)
     return PPMModel.from_policy(
-        model_or_path, tokenizer=tokenizer, scale=scale, head_init_std=head_init_std
+        model_or_path,
+        tokenizer=tokenizer,
+        scale=scale,
+        head_init_std=head_init_std,
+        evidence=evidence,
+        evidence_init=evidence_init,
     )
+
+
+def _check_evidence(ppm: PPMModel, evidence: tuple[str, ...]) -> PPMModel:
+    if evidence and evidence != ppm.evidence:
+        raise ValueError(
+            f"the PPM to train already has evidence features {ppm.evidence}; the config asks for "
+            f"{evidence} (features are chosen when a PPM is built from a policy)"
+        )
+    return ppm
 
 
 # --------------------------------------------------------------------------- training
@@ -293,7 +329,14 @@ def train_ppm(
         if tokenizer is not None:
             model.tokenizer = tokenizer
     else:
-        model = load_ppm_for_training(model_or_path, tokenizer, cfg.scale, cfg.head_init_std)
+        model = load_ppm_for_training(
+            model_or_path,
+            tokenizer,
+            cfg.scale,
+            cfg.head_init_std,
+            cfg.evidence,
+            cfg.evidence_init,
+        )
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError("the PPM has no tokenizer; pass tokenizer=")
@@ -396,9 +439,9 @@ def train_ppm(
             total = 0.0
             for mb in group:
                 batch = _build_batch(mb, prompt)
-                enc = ppm_encode(tokenizer, batch.texts, max_length=cfg.max_length, device=device)
+                enc = _encode(model, tokenizer, batch.inputs, cfg.max_length, device)
                 with autocast:
-                    out = model(enc["input_ids"], enc["attention_mask"])
+                    out = model(enc["input_ids"], enc["attention_mask"], enc.get("evidence_mask"))
                 per_node = bradley_terry_loss(
                     out.rewards.float(),
                     batch.pos_idx,

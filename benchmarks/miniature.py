@@ -817,10 +817,16 @@ def job_id(job: dict[str, Any]) -> str:
 
 
 def _digest(model_dir: str) -> str:
+    """The weights' identity: ``model.safetensors``, plus a PPM's own settings and its token
+    evidence weights when it has them (they change its values with the same backbone)."""
     weights = Path(model_dir) / "model.safetensors"
     if not weights.is_file():
         return model_dir
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:20]
+    digest = hashlib.sha256(weights.read_bytes())
+    for extra in ("ppm_evidence.safetensors", "ppm_config.json"):
+        if (Path(model_dir) / extra).is_file():
+            digest.update(extra.encode() + (Path(model_dir) / extra).read_bytes())
+    return digest.hexdigest()[:20]
 
 
 def teacher_format(run: Path) -> dict[str, bool]:
@@ -832,6 +838,14 @@ def teacher_format(run: Path) -> dict[str, bool]:
         return {"every_sentence": True, "numbered": bool(recipe.get("teacher_step_numbers"))}
     keys = ("plan", "quote", "equations")
     return {k: bool(recipe.get(f"teacher_{k}")) for k in keys if recipe.get(f"teacher_{k}")}
+
+
+#: The pair tables' name for the method rows' PPM (--ppm) when it is none of the run's rounds'.
+METHOD_ROWS_PPM = "--ppm (the PPM of the method rows)"
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
@@ -868,6 +882,9 @@ def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> lis
                 })  # fmt: skip
     if not args.skip_pairs:
         ppms = [(name, p) for name, _pol, p in models if p] or [("shipped", ppm)]
+        if ppm and not any(_same_dir(ppm, p) for _name, p in ppms):
+            # the method rows' PPM (--ppm) is none of the run's: measure it beside them
+            ppms.append((METHOD_ROWS_PPM, ppm))
         # validation trees hold few pairs once the policy solves validation: the hard split's
         # trees (also never trained on) are where the PPM has to tell steps apart
         for key, split in (("pairs", "val"), ("pairs_hard", "hard")):

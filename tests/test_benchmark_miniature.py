@@ -282,6 +282,37 @@ def test_the_relation_flip_table_is_rendered_per_ppm(tmp_path: Path) -> None:
     assert jobs[2]["ppms"] == [("shipped", "q")]
 
 
+def test_the_method_rows_ppm_is_measured_beside_the_rounds_ppms(tmp_path: Path) -> None:
+    """A --ppm that is none of the run's rounds' PPMs gets its own rows in the pair and flip
+    tables (the rows of the methods that used it would otherwise have no pair accuracy)."""
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    ppm_dir = run / "evolution" / "round_2" / "ppm" / "final"
+    ppm_dir.mkdir(parents=True)
+    manifest = {
+        "rounds": {
+            "round_2": {
+                "stages": {
+                    "train_sft": {"model_dir": str(run / "p2")},
+                    "train_ppm": {"model_dir": str(ppm_dir)},
+                }
+            }
+        }
+    }
+    (run / "evolution" / "manifest.json").write_text(json.dumps(manifest))
+    args = _args(skip_pairs=False, methods="")
+    models = bench.round_models(run)
+    assert [m[2] for m in models] == [str(ppm_dir)]
+    round_name = models[0][0]
+    other = str(tmp_path / "elsewhere")
+    for job in bench.plan_jobs(args, run, "p", other):
+        assert job["ppms"] == [(round_name, str(ppm_dir)), (bench.METHOD_ROWS_PPM, other)]
+    # the run's own PPM (however the path is spelled) is not measured twice
+    same = str(run / "evolution" / "round_2" / "ppm" / ".." / "ppm" / "final")
+    for job in bench.plan_jobs(args, run, "p", same):
+        assert job["ppms"] == [(round_name, str(ppm_dir))]
+
+
 def test_pairs_from_hard_trees_get_their_own_table() -> None:
     bench = _bench()
     val = {"pairs": 1, "problems": 3, "round 2 PPM": {"accuracy": 1.0, "strict_accuracy": 1.0}}
@@ -604,3 +635,20 @@ def test_the_lm_judge_row_is_planned_only_with_an_lm_to_judge_with(tmp_path: Pat
     assert "| MCTS + LM judge | 50.0% | 50.0% |" in text
     assert "likelihood of each step under `big`" in text
     assert f"| {bench.JUDGE} | 90.0% | 80.0% | 10 |" in text
+
+
+def test_the_cache_tells_apart_ppms_that_share_a_backbone(tmp_path: Path) -> None:
+    """Two PPMs with the same backbone weights but different token-evidence weights (or
+    settings) give different results, so they must not share cached jobs."""
+    bench = _bench()
+    dirs = []
+    for name, evidence in (("a", b"one"), ("b", b"two"), ("c", None)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"same backbone")
+        if evidence is not None:
+            (d / "ppm_evidence.safetensors").write_bytes(evidence)
+        dirs.append(str(d))
+    digests = [bench._digest(d) for d in dirs]
+    assert len(set(digests)) == 3
+    assert bench._digest(dirs[0]) == digests[0]  # stable

@@ -98,6 +98,34 @@ def test_the_written_step_outranks_a_miscopied_one_before_any_training(
     ]
 
 
+def test_solution_features_read_every_step_and_judge_the_whole_path(
+    tiny_trained_policy: Any,
+) -> None:
+    """``solution_*`` features are over every step's own tokens (each given the steps before
+    it). After a miscopied first step the same final step scores lower by them, while the last
+    step's own features barely move: what a final answer's value needs to pick the answer."""
+    lm, tok = tiny_trained_policy.model, tiny_trained_policy.tokenizer
+    ppm = PPMModel.from_policy(
+        lm,
+        tok,
+        evidence=("min_logprob", "solution_min_logprob", "solution_mean_logprob"),
+    ).eval()
+    prompt = SFT.render(QUESTION)
+    items = [PPMInput(prompt, (RIGHT, FINAL)), PPMInput(prompt, (WRONG, FINAL))]
+    with torch.no_grad():
+        out = ppm(**ppm_encode(tok, items, evidence=True))
+    for k, item in enumerate(items):
+        own_final = FINAL.split("<output>")[0]
+        first = _causal_step_logprobs(lm, tok, prompt, item.steps[0])
+        last = _causal_step_logprobs(lm, tok, item.context, own_final)
+        every = first + last
+        want = [min(last), min(every), sum(every) / len(every)]
+        assert out.evidence[k].tolist() == pytest.approx(want, abs=1e-4)
+    right, wrong = out.evidence.tolist()
+    assert right[1] > wrong[1] + 1.0  # the miscopied number is a very unlikely token
+    assert out.rewards[0] > out.rewards[1]
+
+
 def test_the_executor_output_is_not_evidence(tiny_trained_policy: Any) -> None:
     """The ``<output>`` block is the executor's, not the policy's writing: changing it leaves
     the evidence unchanged."""
@@ -135,7 +163,7 @@ def test_values_do_not_depend_on_batch_padding_or_truncation_side(
     for keep in (width - start + 3, width - start - 2):
         cut = ppm_encode(tok, [item], evidence=True, max_length=keep)["evidence_mask"][0]
         want = mask[width - keep :].clone()
-        want[0] = False
+        want[0] = 0
         assert torch.equal(cut, want)
 
 
@@ -279,8 +307,10 @@ def test_training_moves_the_evidence_weights_and_the_scorer_reproduces_accuracy(
 
 def test_inputs_split_where_the_last_step_begins() -> None:
     item = ppm_input(SFT, QUESTION, (RIGHT, FINAL))
-    assert item == PPMInput(SFT.render(QUESTION) + RIGHT, FINAL)
+    assert item == PPMInput(SFT.render(QUESTION), (RIGHT, FINAL))
+    assert (item.context, item.step) == (SFT.render(QUESTION) + RIGHT, FINAL)
     assert item.text == ppm_text(SFT, QUESTION, (RIGHT, FINAL))
-    assert ppm_input(SFT, QUESTION, ()) == PPMInput(SFT.render(QUESTION), "")
+    assert ppm_input(SFT, QUESTION, ()) == PPMInput(SFT.render(QUESTION))
+    assert ppm_input(SFT, QUESTION, ()).step == ""
     with pytest.raises(TypeError, match="not one str"):
         ppm_input(SFT, QUESTION, RIGHT)

@@ -40,18 +40,21 @@ Token evidence (optional, off by default)
     about a step is often how unlikely its own tokens are (a name or number miscopied from the
     question is one very unlikely token for a model that copies reliably), and that is not in the
     state a value head reads: it depends on the token actually written. A PPM built with
-    ``evidence=("min_logprob", "mean_logprob")`` (either or both) keeps its backbone's LM head
-    and adds ``Linear(len(evidence), 1, bias=False)`` over the minimum / mean log-probability
-    (nats) of the last step's own tokens (the executor's ``<output>`` block excluded) to the value
-    head's reward. Both parts are trained together by the same Bradley-Terry loss, which also
-    moves the backbone's log-probabilities (as in implicit process reward models). The evidence
-    weights start at ``evidence_init`` (default 1.0), not zero: Adam moves a weight by about the
-    learning rate per step, so a zero-initialised weight would stay near zero for a whole run at
-    PPM learning rates. Which tokens are the last step's is carried by :class:`PPMInput` (the
-    text split where the last step begins), so an evidence PPM scores requests or
-    :class:`PPMInput` items, not bare texts. Such a checkpoint records ``evidence`` in
-    ``ppm_config.json`` (``format_version`` 2, which older readers refuse rather than silently
-    ignore) and its extra weights in ``ppm_evidence.safetensors``; a plain
+    ``evidence`` (names from :data:`EVIDENCE_FEATURES`) keeps its backbone's LM head and adds
+    ``Linear(len(evidence), 1, bias=False)`` over the minimum / mean log-probability (nats) of
+    the last step's own tokens (``min_logprob``, ``mean_logprob``) or of every step's
+    (``solution_min_logprob``, ``solution_mean_logprob``) to the value head's reward; a step's
+    own tokens leave out the executor's ``<output>`` block. Sibling steps differ in their last
+    step, but the value of a final answer step, which picks the search's answer, has to judge
+    the whole solution: the solution features do. Both parts are trained together by the same
+    Bradley-Terry loss, which also moves the backbone's log-probabilities (as in implicit
+    process reward models). The evidence weights start at ``evidence_init`` (default 1.0), not
+    zero: Adam moves a weight by about the learning rate per step, so a zero-initialised weight
+    would stay near zero for a whole run at PPM learning rates. Which tokens belong to which step
+    is carried by :class:`PPMInput` (the rendered prompt and the steps), so an evidence PPM
+    scores requests or :class:`PPMInput` items, not bare texts. Such a checkpoint records
+    ``evidence`` in ``ppm_config.json`` (``format_version`` 2, which older readers refuse rather
+    than silently ignore) and its extra weights in ``ppm_evidence.safetensors``; a plain
     ``AutoModelForSequenceClassification`` (or vLLM's classify runner) would load only the value
     head part and must not be used for it.
 
@@ -106,8 +109,16 @@ PPM_CONFIG_NAME = "ppm_config.json"
 EVIDENCE_WEIGHTS_NAME = "ppm_evidence.safetensors"
 #: The newest ``ppm_config.json`` format this version reads (2: token evidence).
 _FORMAT_VERSION = 2
-#: Token-level features an evidence PPM can add to its reward (see the module notes).
-EVIDENCE_FEATURES = ("min_logprob", "mean_logprob")
+#: Token-level features an evidence PPM can add to its reward (see the module notes): the
+#: minimum / mean log-probability of the last step's own tokens, or of every step's.
+EVIDENCE_FEATURES = (
+    "min_logprob",
+    "mean_logprob",
+    "solution_min_logprob",
+    "solution_mean_logprob",
+)
+#: evidence_mask values: a token of an earlier step's own text, of the last step's own text
+_EARLIER_STEP, _LAST_STEP = 1, 2
 
 
 # --------------------------------------------------------------------------- text and tokens
@@ -115,28 +126,40 @@ EVIDENCE_FEATURES = ("min_logprob", "mean_logprob")
 
 @dataclass(frozen=True)
 class PPMInput:
-    """One text to score, split where its last step begins.
+    """One text to score, with its step boundaries: the rendered ``prompt`` and the ``steps``.
 
-    ``context`` is the rendered prompt and the steps before the last; ``step`` the last step
-    (empty when there is none). The PPM scores ``text == context + step``; an evidence PPM also
-    needs to know which of its tokens are the last step's.
+    The PPM scores ``text == prompt + "".join(steps)``; an evidence PPM also needs to know
+    which of its tokens belong to which step. ``PPMInput(text)`` is a bare text (no steps).
     """
 
-    context: str
-    step: str = ""
+    prompt: str
+    steps: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, str):
+            raise TypeError("steps must be a sequence of step strings, not one str")
+        object.__setattr__(self, "steps", tuple(self.steps))
 
     @property
     def text(self) -> str:
-        return self.context + self.step
+        return self.prompt + "".join(self.steps)
+
+    @property
+    def context(self) -> str:
+        """The prompt and every step but the last."""
+        return self.prompt + "".join(self.steps[:-1])
+
+    @property
+    def step(self) -> str:
+        """The last step ("" when there is none)."""
+        return self.steps[-1] if self.steps else ""
 
 
 def ppm_input(prompt: Prompter, question: str, steps: Sequence[str]) -> PPMInput:
     """What the PPM scores for ``steps`` after ``question``: see :func:`ppm_text`."""
     if isinstance(steps, str):
         raise TypeError("steps must be a sequence of step strings, not one str")
-    steps = list(steps)
-    context = prompt.render(question) + "".join(steps[:-1])
-    return PPMInput(context, steps[-1] if steps else "")
+    return PPMInput(prompt.render(question), tuple(steps))
 
 
 def ppm_text(prompt: Prompter, question: str, steps: Sequence[str]) -> str:
@@ -160,23 +183,20 @@ def ppm_encode(
     padded on ``padding_side`` (default: the tokenizer's) with its pad token. Texts longer than
     ``max_length`` keep their *last* ``max_length`` tokens: the value is read at the final token,
     and the most recent steps matter most. ``evidence=True`` (for an evidence PPM; the items must
-    be :class:`PPMInput`) adds ``"evidence_mask"``: 1 at the last step's own tokens.
+    be :class:`PPMInput`) adds ``"evidence_mask"``: 2 at the last step's own tokens, 1 at the
+    earlier steps', 0 elsewhere.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one str")
     items = [t if isinstance(t, PPMInput) else PPMInput(t) for t in texts]
     if evidence and not all(isinstance(t, PPMInput) for t in texts):
         raise TypeError(
-            "an evidence PPM needs to know where each text's last step begins: pass PPMInput "
+            "an evidence PPM needs to know where each text's steps begin: pass PPMInput "
             "items (see ppm_input), not bare strings"
         )
     seqs = _tokenize(tokenizer, [i.text for i in items], max_length, add_special_tokens)
-    spans = (
-        _evidence_spans(tokenizer, items, seqs, max_length, add_special_tokens)
-        if evidence
-        else None
-    )
-    return _pad(tokenizer, seqs, padding_side, device, spans)
+    marks = _evidence_marks(tokenizer, items, seqs, add_special_tokens) if evidence else None
+    return _pad(tokenizer, seqs, padding_side, device, marks)
 
 
 def _tokenize(
@@ -201,34 +221,48 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _evidence_spans(
+def _evidence_marks(
     tokenizer: Any,
     items: Sequence[PPMInput],
     seqs: Sequence[Sequence[int]],
-    max_length: int | None,
     add_special_tokens: bool,
-) -> list[tuple[int, int]]:
-    """``[start, end)`` of each item's last-step tokens in its (possibly truncated) ``seqs``.
+) -> list[list[tuple[int, int, int]]]:
+    """``(start, end, mark)`` token ranges of each item's steps' own text in its (possibly
+    truncated) ``seqs``: mark 2 for the last step, 1 for earlier ones.
 
-    The last step's own tokens are those the full text has beyond the context's tokens and up to
-    the step's ``<output>`` block (the executor's, not the policy's writing). Boundaries come
-    from token-level common prefixes, so a token merged across the boundary counts as the
-    step's. The first token is never evidence (nothing predicts it).
+    A step's own text ends where its ``<output>`` block begins (the executor's, not the policy's
+    writing). Character boundaries become token boundaries through token-level common prefixes
+    (the text up to a boundary against the whole text), so a token merged across a boundary
+    counts with what follows it. The first token is never evidence (nothing predicts it).
     """
-    contexts = [i.context for i in items]
-    owns = [i.context + i.step.split(OUTPUT_START, 1)[0] for i in items]
-    fulls = [i.text for i in items]
-    enc = tokenizer(contexts + owns + fulls, add_special_tokens=add_special_tokens)["input_ids"]
-    n = len(items)
-    spans = []
+    bounds: list[list[tuple[int, int, int]]] = []
+    prefixes: list[str] = []
+    for item in items:
+        ranges = []
+        at = len(item.prompt)
+        for k, step in enumerate(item.steps):
+            own = step.split(OUTPUT_START, 1)[0]
+            mark = _LAST_STEP if k == len(item.steps) - 1 else _EARLIER_STEP
+            ranges.append((at, at + len(own), mark))
+            at += len(step)
+        bounds.append(ranges)
+        prefixes.extend(item.text[:c] for a, b, _ in ranges for c in (a, b))
+    fulls = [item.text for item in items]
+    encoded = tokenizer(fulls + prefixes, add_special_tokens=add_special_tokens)["input_ids"]
+    full_ids, prefix_ids = encoded[: len(items)], iter(encoded[len(items) :])
+    out = []
     for k, seq in enumerate(seqs):
-        ctx, own, full = enc[k], enc[n + k], enc[2 * n + k]
-        start = _common_prefix(ctx, full) if items[k].step else len(full)
-        end = max(start, _common_prefix(own, full))
+        full = full_ids[k]
         cut = len(full) - len(seq)
-        start, end = max(1, start - cut), max(0, end - cut)
-        spans.append((start, max(start, end)))
-    return spans
+        marks = []
+        for _a, _b, mark in bounds[k]:
+            start = _common_prefix(next(prefix_ids), full) - cut
+            end = _common_prefix(next(prefix_ids), full) - cut
+            start = max(1, start)
+            if end > start:
+                marks.append((start, end, mark))
+        out.append(marks)
+    return out
 
 
 def _pad(
@@ -236,7 +270,7 @@ def _pad(
     seqs: Sequence[Sequence[int]],
     padding_side: str | None,
     device: Any,
-    spans: Sequence[tuple[int, int]] | None = None,
+    marks: Sequence[Sequence[tuple[int, int, int]]] | None = None,
 ) -> dict[str, torch.Tensor]:
     side = padding_side or getattr(tokenizer, "padding_side", "right")
     if side not in ("left", "right"):
@@ -247,16 +281,16 @@ def _pad(
     width = max((len(s) for s in seqs), default=0)
     input_ids = torch.full((len(seqs), width), int(pad), dtype=torch.long)
     attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    evidence_mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    evidence_mask = torch.zeros((len(seqs), width), dtype=torch.int8)
     for i, ids in enumerate(seqs):
         offset = width - len(ids) if side == "left" else 0
         input_ids[i, offset : offset + len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[i, offset : offset + len(ids)] = 1
-        if spans is not None:
-            start, end = spans[i]
-            evidence_mask[i, offset + start : offset + end] = True
+        if marks is not None:
+            for start, end, mark in marks[i]:
+                evidence_mask[i, offset + start : offset + end] = mark
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if spans is not None:
+    if marks is not None:
         out["evidence_mask"] = evidence_mask
     if device is not None:
         out = {k: v.to(device) for k, v in out.items()}
@@ -488,12 +522,14 @@ class PPMModel(nn.Module):
     def _evidence_features(
         self, hidden: torch.Tensor, input_ids: torch.Tensor, evidence_mask: torch.Tensor
     ) -> torch.Tensor:
-        """(B, len(evidence)): min / mean log-probability of each row's evidence tokens (0 for a
-        row with none), computed only at those positions (the full-vocabulary logits of a long
-        text are never materialised)."""
+        """(B, len(evidence)): min / mean log-probability of each row's last-step tokens
+        (``evidence_mask == 2``) or every step's (``>= 1``), 0 for a row with none; computed only
+        at those positions (the full-vocabulary logits of a long text are never materialised)."""
         batch = hidden.shape[0]
-        mask = evidence_mask.to(hidden.device).bool()[:, 1:]
-        rows, cols = mask.nonzero(as_tuple=True)
+        marks = evidence_mask.to(hidden.device)[:, 1:]
+        if not any(f.startswith("solution_") for f in self.evidence):
+            marks = torch.where(marks == _LAST_STEP, marks, torch.zeros_like(marks))
+        rows, cols = marks.nonzero(as_tuple=True)
         states = hidden[rows, cols]  # the state before each evidence token predicts it
         if self.lm_head is not None:
             logits = self.lm_head(states.to(self.lm_head.weight.dtype))
@@ -502,18 +538,25 @@ class PPMModel(nn.Module):
             logits = nn.functional.linear(states.to(weight.dtype), weight)
         targets = input_ids.to(hidden.device)[rows, cols + 1]
         logprobs = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
-        counts = torch.zeros(batch, device=hidden.device).index_add(
-            0, rows, torch.ones_like(logprobs)
+        is_last = marks[rows, cols] == _LAST_STEP
+
+        def reduce(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r, lp = rows[keep], logprobs[keep]
+            zeros = torch.zeros(batch, device=hidden.device)
+            counts = zeros.index_add(0, r, torch.ones_like(lp))
+            total = zeros.index_add(0, r, lp)
+            lowest = zeros.scatter_reduce(0, r, lp, reduce="amin", include_self=False)
+            has = counts > 0
+            return (
+                torch.where(has, lowest, zeros),
+                torch.where(has, total / counts.clamp(min=1), zeros),
+            )
+
+        by_name: dict[str, torch.Tensor] = {}
+        by_name["min_logprob"], by_name["mean_logprob"] = reduce(is_last)
+        by_name["solution_min_logprob"], by_name["solution_mean_logprob"] = reduce(
+            torch.ones_like(is_last)
         )
-        total = torch.zeros(batch, device=hidden.device).index_add(0, rows, logprobs)
-        lowest = torch.zeros(batch, device=hidden.device).scatter_reduce(
-            0, rows, logprobs, reduce="amin", include_self=False
-        )
-        has = counts > 0
-        by_name = {
-            "min_logprob": torch.where(has, lowest, torch.zeros_like(lowest)),
-            "mean_logprob": torch.where(has, total / counts.clamp(min=1), torch.zeros_like(total)),
-        }
         return torch.stack([by_name[f] for f in self.evidence], dim=-1)
 
     def encode(
@@ -833,7 +876,7 @@ class PPMScorer:
         return [ppm_text(self.prompt, r.question, r.steps) for r in requests]
 
     def inputs(self, requests: Sequence[ScoreRequest]) -> list[PPMInput]:
-        """What :meth:`score` scores: each request's text, split where its last step begins."""
+        """What :meth:`score` scores: each request's rendered prompt and steps."""
         return [ppm_input(self.prompt, r.question, r.steps) for r in requests]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
@@ -843,15 +886,15 @@ class PPMScorer:
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """Values in [-1, 1] for already-built texts (see :func:`ppm_text`).
 
-        Not for an evidence PPM, which needs to know where each text's last step begins: use
+        Not for an evidence PPM, which needs to know where each text's steps begin: use
         :meth:`score` or :meth:`score_inputs`.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one str")
         if self.model.evidence:
             raise ValueError(
-                f"this PPM adds token evidence {self.model.evidence} of each text's last step; "
-                "bare texts do not say where it begins: use score(requests) or "
+                f"this PPM adds token evidence {self.model.evidence} of each text's steps; "
+                "bare texts do not say where they begin: use score(requests) or "
                 "score_inputs([ppm_input(prompt, question, steps), ...])"
             )
         return self.score_inputs([PPMInput(t) for t in texts])
@@ -866,11 +909,7 @@ class PPMScorer:
                 raise TypeError(f"score_inputs takes PPMInput items, got {type(item).__name__}")
         unique = list(dict.fromkeys(inputs))
         seqs = _tokenize(self.tokenizer, [u.text for u in unique], self.max_length)
-        spans = (
-            _evidence_spans(self.tokenizer, unique, seqs, self.max_length, True)
-            if self.model.evidence
-            else None
-        )
+        spans = _evidence_marks(self.tokenizer, unique, seqs, True) if self.model.evidence else None
         order = sorted(range(len(unique)), key=lambda i: -len(seqs[i]))
         values: dict[PPMInput, float] = {}
         with self._lock:
@@ -881,7 +920,7 @@ class PPMScorer:
         self,
         unique: list[PPMInput],
         seqs: list[list[int]],
-        spans: list[tuple[int, int]] | None,
+        spans: list[list[tuple[int, int, int]]] | None,
         order: list[int],
         values: dict[PPMInput, float],
     ) -> None:

@@ -845,7 +845,8 @@ METHOD_ROWS_PPM = "--ppm (the PPM of the method rows)"
 
 
 def _same_dir(a: str, b: str) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
+    """The same model: the same directory, or the same weights (an installed copy of a round's)."""
+    return Path(a).resolve() == Path(b).resolve() or _digest(a) == _digest(b)
 
 
 def plan_jobs(args: argparse.Namespace, run: Path, policy: str, ppm: str) -> list[dict[str, Any]]:
@@ -999,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
         "hard_levels": sorted(
             {str(p["level"]) for p in load_split(run, "hard", args.n_hard) if "level" in p}
         ),
+        "hard_split_level": build_hard_level(run),
     }
     out["methods"], out["rounds"] = (
         {},
@@ -1083,12 +1085,23 @@ def wall_time(out: dict[str, Any]) -> str:
     )
 
 
+def build_hard_level(run: Path) -> str:
+    """The level the build drew its hard split from (``hard_level`` in ``RUN/build.json``'s
+    recipe; builds before that key used the library's ``hard``)."""
+    path = run / "build.json"
+    if not path.is_file():
+        return "hard"
+    return str(json.loads(path.read_text()).get("recipe", {}).get("hard_level") or "hard")
+
+
 def _hard_label(out: dict[str, Any]) -> str:
     """What the hard column measures: the build's hard split, or the levels of whatever
     problem set was put in its place."""
-    levels = out.get("hard_levels") or ["hard"]
-    if levels == ["hard"]:
-        return "held-out hard (8-9 steps)"
+    split_level = out.get("hard_split_level", "hard")
+    levels = out.get("hard_levels") or [split_level]
+    if levels == [split_level]:
+        kind = "" if split_level == "hard" else f", level {split_level}"
+        return f"held-out hard (8-9 steps{kind})"
     return f"'hard' (not the hard split: levels {', '.join(levels)})"
 
 

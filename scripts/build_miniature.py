@@ -14,11 +14,16 @@ What it does: rStar-Math's pipeline in miniature, with the library's own parts o
 1. ``data``: seeded synthetic splits (:func:`rstar_math.data.synthetic.make_splits`): teacher
    solutions of training problems (levels 1-3: 1-5 reasoning steps) for round 1, a disjoint pool
    of training problems for self-evolution, the validation split and the held-out ``hard`` split
-   (8-9 steps, never trained on), written as JSONL under ``RUN/data``.
+   (``hard_level``: 8-9 steps where training has at most 5, never trained on), written as JSONL
+   under ``RUN/data``.
 2. ``init``: a byte-level BPE tokenizer (the format's step markers as special tokens) and a
    randomly initialised tiny Qwen2 (:mod:`rstar_math.models.tiny`).
 3. ``sft_r1`` (round 1, the bootstrap): :func:`rstar_math.training.train_sft` on the teacher
    solutions. The teacher plays the role of the paper's few-shot-prompted bootstrap model.
+   ``ppm_lm`` (skipped when the recipe's ``ppm_lm`` is null): a larger LM trained the same way on
+   the same solutions with the same tokenizer, which every round's PPM starts from
+   (``RoundConfig.ppm_init``) and whose likelihood of each step a token-evidence PPM
+   (``round_ppm.evidence``) reads.
 4. ``ref_pairs`` (off unless ``ppm_reference.problems`` > 0): PPM pairs checked against the
    teacher (:func:`rstar_math.training.reference_step_pairs`): the round-1 policy proposes next
    steps at every prefix of teacher solutions; each runs after the teacher's earlier steps and is
@@ -66,7 +71,18 @@ RECIPE: dict[str, Any] = {
     # levels of the recipe's own that train_levels and evolve_levels may name, besides
     # rstar_math.data.synthetic.LEVELS: {name: LevelSpec fields}, e.g.
     # {"level4": {"hops": [6, 7], "distractors": [1, 3]}} (training must keep fewer hops than hard)
-    "levels": {},
+    "levels": {
+        # the held-out split: hard's 8-9 hops (training: at most 5) with no distractor facts,
+        # so its problems are as long as training ones (8.4 sentences) and test deeper
+        # reasoning chains rather than longer texts (see hard_level)
+        "hard-hops": {
+            "hops": [8, 9],
+            "distractors": [0, 0],
+            "order": [0.3, 0.3, 0.4],
+            "complex_weight": 1.2,
+            "sum_prob": 0.25,
+        },
+    },
     "n_sft": 48000,  # teacher solutions for round 1
     # {level: weight} of the round-1 teacher solutions (None: equal numbers of each level). The
     # policy's trouble is composing steps, so the 3-step and 4-5-step problems get more weight.
@@ -93,16 +109,23 @@ RECIPE: dict[str, Any] = {
     "teacher_step_numbers": False,
     "n_val": 300,
     "n_hard": 300,
+    # the held-out split's level (rstar_math.data.synthetic.LEVELS or the recipe's own): "hard"
+    # has more hops than training and more sentences (distractors); a level with hard's hops
+    # and no distractors ({"hops": [8, 9], "distractors": [0, 0]}) tests longer reasoning
+    # chains at the training problems' length
+    "hard_level": "hard-hops",
     # tokenizer + model
     "tokenizer_corpus": 2000,
     "vocab_size": 1024,  # names and common words become single tokens: shorter texts
     "model": {
         "arch": "qwen2",
-        "hidden_size": 128,
+        # a policy of this size is unsure where it goes wrong on hard (some sample is right),
+        # which leaves search room; at hidden size 128 its mistakes repeat in every sample
+        "hidden_size": 64,
         "num_layers": 4,
         "num_heads": 4,
         "num_kv_heads": 2,
-        "intermediate_size": 384,
+        "intermediate_size": 192,
         # hard problems with their solutions reach about 800 tokens
         "max_position_embeddings": 2048,
     },
@@ -122,6 +145,11 @@ RECIPE: dict[str, Any] = {
         "save_every": 100,
         "log_every": 50,
     },
+    # a larger LM that every round's PPM starts from (RoundConfig.ppm_init) instead of that
+    # round's policy: {"hidden_size": ..., ...} overrides of "model", trained like round 1's
+    # policy (sft_r1's settings, the same teacher solutions and tokenizer). None: each round's
+    # PPM starts from its policy, as in the paper
+    "ppm_lm": {"hidden_size": 128, "intermediate_size": 384},
     # rounds 2-3: self-evolution
     "search": {
         "algorithm": "mcts",
@@ -148,7 +176,8 @@ RECIPE: dict[str, Any] = {
         "log_every": 20,
     },
     "round_ppm": {
-        "learning_rate": 1e-3,
+        # the evidence weights carry what the PPM knows; a higher rate wears it down
+        "learning_rate": 1e-4,
         "num_epochs": 4.0,
         "batch_size": 8,
         "lr_scheduler": "cosine",
@@ -158,6 +187,10 @@ RECIPE: dict[str, Any] = {
         "eval_every": 0,
         "save_every": 200,
         "log_every": 20,
+        # token evidence of the PPM's backbone (PPMTrainingConfig.evidence), e.g.
+        # ["solution_min_logprob", "solution_mean_logprob"]; [] : the value head alone
+        "evidence": ["solution_min_logprob", "solution_mean_logprob"],
+        "evidence_init": 1.0,
     },
     # PPM pairs checked against the teacher (rstar_math.training.reference_step_pairs): the
     # round-1 policy proposes next steps at every prefix of teacher solutions it was trained on;
@@ -174,7 +207,7 @@ RECIPE: dict[str, Any] = {
     "generator_max_batch_size": 400,
 }
 
-STAGES = ("data", "init", "sft_r1", "ref_pairs", "evolve", "install")
+STAGES = ("data", "init", "sft_r1", "ppm_lm", "ref_pairs", "evolve", "install")
 #: Files copied into the package (whatever of them the checkpoint has).
 SHIP_FILES = (
     "config.json",
@@ -266,9 +299,9 @@ class Build:
         os.replace(tmp, self.path)
 
 
-#: Recipe keys whose value is a mapping keyed by level names, taken whole (not merged): a mix or
-#: a set of levels is one choice, and its keys may be levels the recipe defines itself.
-OPEN_KEYS = ("levels", "sft_level_mix")
+#: Recipe keys whose value is taken whole (not merged): a mix or a set of levels is one choice,
+#: and its keys may be levels the recipe defines itself; so is the PPM's LM (checked when built).
+OPEN_KEYS = ("levels", "sft_level_mix", "ppm_lm")
 
 
 def merge_recipe(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -372,6 +405,7 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     levels = list(r["train_levels"])
     specs = level_specs(r, levels)
     level_specs(r, list(r["evolve_levels"]))  # a misspelt pool level fails here, not later
+    (hard_spec,) = level_specs(r, [r["hard_level"]])
     quota = sft_quota(r["n_sft"], levels, r.get("sft_level_mix"))
     # make_splits cycles through the levels; ask for enough to fill both pools
     n_train = len(levels) * max(quota.values()) + 3 * r["n_evolve"] * len(levels) // max(
@@ -383,6 +417,7 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         n_val=r["n_val"],
         n_hard=r["n_hard"],
         train_levels=specs,
+        hard_level=hard_spec,
     )
     sft, rest = [], []
     for p in splits["train"]:
@@ -437,6 +472,7 @@ def stage_data(run: Path, r: dict[str, Any]) -> dict[str, Any]:
         },
         "val": len(splits["val"]),
         "hard": len(splits["hard"]),
+        "hard_level": hard_spec.name,
     }
 
 
@@ -459,7 +495,8 @@ def stage_init(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     return {"parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tok)}
 
 
-def stage_sft_r1(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _train_on_teacher(run: Path, r: dict[str, Any], init: Path, out: Path, progress: bool) -> Any:
+    """SFT of the model at ``init`` on round 1's teacher solutions, with ``sft_r1``'s settings."""
     from rstar_math.training import SFTRecord, SFTTrainingConfig, train_sft
 
     records = [
@@ -469,16 +506,48 @@ def stage_sft_r1(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]
     cfg = SFTTrainingConfig.from_dict(
         {
             **r["sft_r1"],
-            "output_dir": str(run / "sft_r1"),
+            "output_dir": str(out),
             "device": "cpu",
             "seed": r["seed"],
             "progress": progress,
             "resume": True,
         }
     )
-    result = train_sft(str(run / "init"), records, cfg)
+    result = train_sft(str(init), records, cfg)
     last = result.train_history[-1]["loss"] if result.train_history else None
     return {"model_dir": str(result.model_dir), "steps": result.global_step, "final_loss": last}
+
+
+def stage_sft_r1(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
+    return _train_on_teacher(run, r, run / "init", run / "sft_r1", progress)
+
+
+def stage_ppm_lm(run: Path, r: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``RUN/ppm_lm``: the LM the PPMs start from, when the recipe asks for one (``ppm_lm``).
+
+    It shares the policy's tokenizer, so the PPM reads exactly the token sequence the policy
+    wrote, and learns the same teacher solutions: a larger model's likelihood of a step is the
+    evidence a token-evidence PPM (``round_ppm.evidence``) adds to its value head.
+    """
+    from transformers import AutoTokenizer
+
+    from rstar_math.models.tiny import build_tiny_model, save_tiny_model
+
+    spec = r["ppm_lm"]
+    if not spec:
+        return {"model_dir": None}
+    if not isinstance(spec, dict):
+        raise SystemExit(f"ppm_lm must be null or a mapping of model overrides, got {spec!r}")
+    unknown = sorted(set(spec) - set(RECIPE["model"]))
+    if unknown:
+        known = sorted(RECIPE["model"])
+        raise SystemExit(f"ppm_lm: unknown model field(s) {unknown} (known: {known})")
+    tok = AutoTokenizer.from_pretrained(run / "init")
+    model = build_tiny_model(tok, seed=r["seed"], **{**r["model"], **spec})
+    init = run / "ppm_lm" / "init"
+    save_tiny_model(model, tok, init)
+    info = _train_on_teacher(run, r, init, run / "ppm_lm", progress)
+    return {"parameters": sum(p.numel() for p in model.parameters()), **info}
 
 
 def stage_ref_pairs(run: Path, r: dict[str, Any]) -> dict[str, Any]:
@@ -521,6 +590,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
     replay = str(run / "data" / "replay.jsonl")
     round2_sft = str(run / "evolution" / "round_1" / "sft.jsonl")
     ref_pairs = [str(run / "data" / "ref_pairs.jsonl")] if r["ppm_reference"]["problems"] else []
+    ppm_init = str(run / "ppm_lm" / "final") if r["ppm_lm"] else None
     search = dict(r["search"])
     acceptance = list(r["acceptance"]["methods"])
     validation = write_select(run, r) if acceptance else None
@@ -538,6 +608,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             sft=dict(sft),
             ppm=dict(ppm),
             ppm_mix=list(ref_pairs),
+            ppm_init=ppm_init,
         ),
         # round 3: MCTS guided by the round-2 PPM, with the round-2 policy
         RoundConfig(
@@ -550,6 +621,7 @@ def evolution_config(run: Path, r: dict[str, Any], progress: bool) -> Any:
             sft=dict(sft),
             ppm=dict(ppm),
             ppm_mix=list(ref_pairs),
+            ppm_init=ppm_init,
         ),
     ]
     return EvolutionConfig(
@@ -711,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": lambda: stage_data(run, recipe),
         "init": lambda: stage_init(run, recipe),
         "sft_r1": lambda: stage_sft_r1(run, recipe, args.progress),
+        "ppm_lm": lambda: stage_ppm_lm(run, recipe, args.progress),
         "ref_pairs": lambda: stage_ref_pairs(run, recipe),
         "evolve": lambda: stage_evolve(run, recipe, args.progress),
         "install": lambda: stage_install(build, Path(args.install_dir)),

@@ -567,6 +567,19 @@ def test_the_header_says_when_the_hard_column_is_not_the_hard_split() -> None:
     assert "held-out hard (8-9 steps)" in bench.render(base)  # a benchmark.json from before
     probe = bench.render({**base, "hard_levels": ["probe-hard-hops"]})
     assert "2 'hard' (not the hard split: levels probe-hard-hops) problems" in probe
+    # a build whose recipe drew its hard split from another level (hard_level) says which
+    own = {**base, "hard_levels": ["hard-hops"], "hard_split_level": "hard-hops"}
+    assert "2 held-out hard (8-9 steps, level hard-hops) problems" in bench.render(own)
+    assert "not the hard split" in bench.render({**own, "hard_split_level": "hard"})
+
+
+def test_the_hard_split_level_comes_from_the_builds_recipe(tmp_path: Path) -> None:
+    bench = _bench()
+    assert bench.build_hard_level(tmp_path) == "hard"  # no build.json: the library's level
+    (tmp_path / "build.json").write_text(json.dumps({"recipe": {"seed": 0}}))
+    assert bench.build_hard_level(tmp_path) == "hard"  # a build from before hard_level
+    (tmp_path / "build.json").write_text(json.dumps({"recipe": {"hard_level": "hard-hops"}}))
+    assert bench.build_hard_level(tmp_path) == "hard-hops"
 
 
 def test_the_lm_judge_prefers_the_step_its_lm_writes_to_a_miscopied_one(

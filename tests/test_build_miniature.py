@@ -321,7 +321,8 @@ def test_a_recipe_can_train_on_levels_of_its_own(tmp_path: Path) -> None:
         build.RECIPE,
         {
             **SMALL,
-            "levels": {"level4": level4},
+            # taken whole: a recipe that adds levels keeps the ones it needs (here hard's)
+            "levels": {"level4": level4, "hard-hops": build.RECIPE["levels"]["hard-hops"]},
             "train_levels": ["level1", "level4"],
             "sft_level_mix": {"level1": 1, "level4": 2},
             "n_sft": 12,
@@ -329,7 +330,11 @@ def test_a_recipe_can_train_on_levels_of_its_own(tmp_path: Path) -> None:
             "evolve_levels": ["level4"],
         },
     )
-    assert recipe["levels"] == {"level4": level4}  # taken whole, not merged key by key
+    assert set(recipe["levels"]) == {"level4", "hard-hops"}  # taken whole, not merged by key
+    with pytest.raises(SystemExit, match="unknown level 'hard-hops'"):
+        build.stage_data(
+            tmp_path / "lost", build.merge_recipe(recipe, {"levels": {"level4": level4}})
+        )
     info = build.stage_data(tmp_path, recipe)
     assert info["sft_levels"] == {"level1": 4, "level4": 8}
     assert info["evolve_levels"] == {"level4": 3}
@@ -381,3 +386,70 @@ def test_the_acceptance_check_chooses_on_held_back_validation_problems(tmp_path:
     too_many = build.merge_recipe(recipe, {"acceptance": {"problems": 5}})
     with pytest.raises(ValueError, match=r"acceptance\.problems must be between 1 and 4"):
         build.evolution_config(run, too_many, progress=False)
+
+
+def test_the_hard_split_can_be_a_level_of_the_recipe(tmp_path: Path) -> None:
+    """``hard_level`` picks the held-out split's level; the training data does not change.
+
+    The shipped recipe's is its own "hard-hops" level: hard's hops without distractor facts.
+    """
+    from rstar_math.data.synthetic import SyntheticProblem
+
+    build = _script()
+    own = build.merge_recipe(build.RECIPE, {**SMALL, "n_hard": 6})
+    assert build.stage_data(tmp_path / "hops", own)["hard_level"] == "hard-hops"
+    recipe = build.merge_recipe(own, {"hard_level": "hard"})  # the library's hard level
+    assert build.stage_data(tmp_path / "hard", recipe)["hard_level"] == "hard"
+    hops = own["levels"]["hard-hops"]
+
+    def read(run: str, name: str) -> list[str]:
+        return (tmp_path / run / "data" / f"{name}.jsonl").read_text().splitlines()
+
+    hard = [SyntheticProblem.from_dict(json.loads(x)) for x in read("hops", "hard")]
+    assert len(hard) == 6 and all(p.level == "hard-hops" and 8 <= p.hops <= 9 for p in hard)
+    assert all(p.meta["distractors"] == 0 for p in hard)
+    default = [SyntheticProblem.from_dict(json.loads(x)) for x in read("hard", "hard")]
+    assert any(p.meta["distractors"] > 0 for p in default)
+    for name in ("sft_r1", "evolve", "val"):  # the models train and select on the same data
+        assert read("hops", name) == read("hard", name)
+
+    shallow = build.merge_recipe(own, {"levels": {"hard-hops": {**hops, "hops": [4, 9]}}})
+    with pytest.raises(ValueError, match="more hops than training"):
+        build.stage_data(tmp_path / "bad", shallow)
+    with pytest.raises(SystemExit, match="unknown level 'deep'"):
+        build.stage_data(tmp_path / "bad", build.merge_recipe(own, {"hard_level": "deep"}))
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_ppm_lm_trains_a_larger_lm_that_every_rounds_ppm_starts_from(tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    build = _script()
+    run = tmp_path / "run"
+    plain = build.merge_recipe(build.RECIPE, {**SMALL, "ppm_lm": None})  # the paper's way
+    assert build.stage_ppm_lm(run, plain, progress=False) == {"model_dir": None}
+    assert [r.ppm_init for r in build.evolution_config(run, plain, False).rounds] == [None, None]
+
+    evidence = ["solution_min_logprob", "solution_mean_logprob"]
+    recipe = build.merge_recipe(
+        plain, {"ppm_lm": {"hidden_size": 48}, "round_ppm": {"evidence": evidence}}
+    )
+    build.stage_data(run, recipe)
+    build.stage_init(run, recipe)
+    info = build.stage_ppm_lm(run, recipe, progress=False)
+    final = run / "ppm_lm" / "final"
+    assert info["model_dir"] == str(final) and info["steps"] == 6  # sft_r1's settings
+    config = AutoConfig.from_pretrained(final)
+    assert config.hidden_size == 48 and config.num_hidden_layers == SMALL["model"]["num_layers"]
+    # the policy's tokenizer: the PPM reads the very tokens the policy wrote
+    text = json.loads((run / "data" / "sft_r1.jsonl").read_text().splitlines()[0])["response"]
+    policy_tok = AutoTokenizer.from_pretrained(run / "init")
+    assert AutoTokenizer.from_pretrained(final)(text)["input_ids"] == policy_tok(text)["input_ids"]
+
+    rounds = build.evolution_config(run, recipe, progress=False).rounds
+    assert [r.ppm_init for r in rounds] == [str(final)] * 2
+    assert all(list(r.ppm["evidence"]) == evidence for r in rounds)
+
+    with pytest.raises(SystemExit, match=r"ppm_lm: unknown model field\(s\) \['width'\]"):
+        build.stage_ppm_lm(run, build.merge_recipe(recipe, {"ppm_lm": {"width": 3}}), False)

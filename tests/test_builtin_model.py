@@ -137,17 +137,22 @@ def test_shipped_model_is_complete_and_small(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.hf
 def test_shipped_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rstar_math.format import SPECIAL_MARKERS
+    from rstar_math.format import SPECIAL_MARKERS, PromptTemplate
     from rstar_math.generators import HFGenerator
     from rstar_math.scorers import PPMScorer
+    from rstar_math.scorers.ppm import ppm_input
 
     policy, ppm = _shipped()
     generator = HFGenerator(policy, device="cpu")
     for marker in SPECIAL_MARKERS:  # step markers are single tokens
         assert len(generator.tokenizer.encode(marker, add_special_tokens=False)) == 1
     scorer = PPMScorer.from_pretrained(ppm, device="cpu")
-    values = scorer.score_texts(["<|user|>:\nAnn has 5 apples.", "<code>\nx = 1\n<end_of_step>"])
-    assert all(-1.0 < v < 1.0 for v in values) and values[0] != values[1]  # trained, not saturated
+    # the policy's own first step for the README's question, and the same step miscopied
+    question = _EASY_QUESTIONS[0][0]
+    step = "<code>\n# Sam has 7 pencils.\neqs = []\neqs.append('sam_pencils = {}')\n<end_of_step>"
+    inputs = [ppm_input(PromptTemplate.sft(), question, [step.format(n)]) for n in (7, 9)]
+    right, wrong = scorer.score_inputs(inputs)
+    assert -1.0 < wrong < right < 1.0  # not saturated, and it prefers the faithful copy
     assert scorer.tokenizer.get_vocab() == generator.tokenizer.get_vocab()  # one tokenizer
 
 

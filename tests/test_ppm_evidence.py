@@ -314,3 +314,9 @@ def test_inputs_split_where_the_last_step_begins() -> None:
     assert ppm_input(SFT, QUESTION, ()).step == ""
     with pytest.raises(TypeError, match="not one str"):
         ppm_input(SFT, QUESTION, RIGHT)
+    # a step kept as a list (as pair files store alternatives) is named, not an unhashable error
+    with pytest.raises(TypeError, match=r"steps\[1\] must be a str, got list"):
+        PPMInput(SFT.render(QUESTION), (RIGHT, [FINAL]))
+    with pytest.raises(TypeError, match="prompt must be a str, got NoneType"):
+        PPMInput(None, (RIGHT,))  # type: ignore[arg-type]
+    assert PPMInput("p", [RIGHT]).steps == (RIGHT,)  # any sequence of str is kept as a tuple

@@ -138,7 +138,13 @@ class PPMInput:
     def __post_init__(self) -> None:
         if isinstance(self.steps, str):
             raise TypeError("steps must be a sequence of step strings, not one str")
-        object.__setattr__(self, "steps", tuple(self.steps))
+        steps = tuple(self.steps)
+        for i, step in enumerate(steps):
+            if not isinstance(step, str):
+                raise TypeError(f"steps[{i}] must be a str, got {type(step).__name__}")
+        if not isinstance(self.prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(self.prompt).__name__}")
+        object.__setattr__(self, "steps", steps)
 
     @property
     def text(self) -> str:

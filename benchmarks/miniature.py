@@ -48,6 +48,8 @@ once. Results are appended to ``docs/benchmarks.md`` and written as JSON to
 is cached in ``RUN/benchmark_cache`` under a hash of its models' weights, search and problems, so
 an interrupted benchmark resumes and a changed model is measured again (a cached job keeps the
 timings of the run that measured it). ``--render-only`` re-renders ``RUN/benchmark.json``.
+A ``--no-write`` run (a side measurement) leaves both the docs and ``RUN/benchmark.json`` alone
+and writes its JSON to ``RUN/benchmark.scratch.json`` instead; ``--json PATH`` names the file.
 """
 
 from __future__ import annotations
@@ -945,7 +947,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--skip-rounds", action="store_true")
     ap.add_argument("--skip-pairs", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument(
+        "--no-write",
+        action="store_true",
+        help="do not append to docs/benchmarks.md, and write the JSON to "
+        "RUN/benchmark.scratch.json, not RUN/benchmark.json",
+    )
+    ap.add_argument(
+        "--json",
+        help="the JSON file to write (or, with --render-only, to read); default "
+        "RUN/benchmark.json (RUN/benchmark.scratch.json with --no-write)",
+    )
     ap.add_argument("--no-cache", action="store_true", help="rerun jobs found in the cache")
     ap.add_argument(
         "--render-only", action="store_true", help="render RUN/benchmark.json, run nothing"
@@ -962,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--judge-lm: no model directory at {args.judge_lm}")
     run = Path(args.run_dir)
     if args.render_only:
-        body = render(json.loads((run / "benchmark.json").read_text()))
+        body = render(json.loads(Path(args.json or run / "benchmark.json").read_text()))
         print(body)
         if not args.no_write:
             append_section("Miniature model (issue 7)", body)
@@ -1046,13 +1058,22 @@ def main(argv: list[str] | None = None) -> int:
     build = run / "build.json"
     if build.exists():
         out["build"] = json.loads(build.read_text())
-    if run.exists():
-        (run / "benchmark.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    if run.exists() or args.json:
+        json_path(args, run).write_text(json.dumps(out, indent=2, default=str) + "\n")
     body = render(out)
     print(body)
     if not args.no_write:
         append_section("Miniature model (issue 7)", body)
     return 1 if failures else 0
+
+
+def json_path(args: argparse.Namespace, run: Path) -> Path:
+    """Where a run writes its JSON: ``--json``, else ``RUN/benchmark.json`` for a run that
+    updates the docs and ``RUN/benchmark.scratch.json`` for a side run (``--no-write``), so a
+    quick probe never replaces the JSON behind the docs' table."""
+    if args.json:
+        return Path(args.json)
+    return run / ("benchmark.scratch.json" if args.no_write else "benchmark.json")
 
 
 def record_result(out: dict[str, Any], key: list[Any], result: dict[str, Any]) -> None:

@@ -665,3 +665,21 @@ def test_the_cache_tells_apart_ppms_that_share_a_backbone(tmp_path: Path) -> Non
     digests = [bench._digest(d) for d in dirs]
     assert len(set(digests)) == 3
     assert bench._digest(dirs[0]) == digests[0]  # stable
+
+
+def test_a_side_run_does_not_replace_the_json_behind_the_docs_table(tmp_path: Path) -> None:
+    """--no-write (a quick probe) writes RUN/benchmark.scratch.json, never RUN/benchmark.json,
+    which --render-only re-renders into the docs; --json names another file."""
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    main_json = run / "benchmark.json"
+    main_json.write_text(json.dumps({"n": 3, "n_hard": 2, "methods": {}, "marker": "main run"}))
+    common = ["--run-dir", str(run), "--no-write", "--methods", "", "--skip-pairs", "--skip-rounds"]
+    assert bench.main(common) == 0
+    assert json.loads(main_json.read_text())["marker"] == "main run"
+    scratch = json.loads((run / "benchmark.scratch.json").read_text())
+    assert "marker" not in scratch and scratch["n"] == 100
+    elsewhere = tmp_path / "probe.json"
+    assert bench.main([*common, "--json", str(elsewhere), "--n", "7"]) == 0
+    assert json.loads(elsewhere.read_text())["n"] == 7
+    assert json.loads(main_json.read_text())["marker"] == "main run"

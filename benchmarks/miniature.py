@@ -77,6 +77,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: each sample 4 steps per depth (8 candidates per depth); MCTS runs 8 rollouts that sample 4
 #: candidates per expansion (a rollout only expands the leaves it reaches, so it generates about
 #: as many step candidates per problem as 8 independent trajectories; the table reports them).
+#: The row of the reference's wide test-time search (see METHODS).
+WIDE = "MCTS + PPM (1 rollout x 32 at T 1.0)"
 METHODS: dict[str, dict[str, Any]] = {
     "greedy": {"algorithm": "greedy"},
     "majority@8": {"algorithm": "best_of_n", "num_samples": 8, "answer_selection": "majority"},
@@ -110,6 +112,20 @@ METHODS: dict[str, dict[str, Any]] = {
         "num_candidates": 4,
         "answer_selection": "best",
     },
+    # The reference implementation's test-time shape (32 candidates per expansion at
+    # temperature 1.0): each rollout expands every new step it reaches 32 ways and the PPM's
+    # values pick the way on. One rollout generates about as many step candidates as 32 sampled
+    # trajectories, so it is measured against the matched-budget rows (majority@32,
+    # best-of-32). Its temperature and rollouts are part of what it is: --temperature and
+    # --rollouts leave them alone ("pinned").
+    WIDE: {
+        "algorithm": "mcts",
+        "num_rollouts": 1,
+        "num_candidates": 32,
+        "temperature": 1.0,
+        "answer_selection": "best",
+        "pinned": ["temperature", "num_rollouts"],
+    },
     # A reference, not a method (only with --judge-lm): MCTS + PPM with StepLikelihoodJudge in
     # the PPM's place, how far a judge that knows what a larger LM knows takes this policy
     "MCTS + LM judge": {
@@ -122,7 +138,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # trajectories. One job samples them and selects the answer both ways (DERIVED).
     "best-of-32 (PPM)": {"algorithm": "best_of_n", "num_samples": 32, "answer_selection": "best"},
 }
-USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM", "best-of-32 (PPM)"}
+USES_PPM = {"best-of-8 (PPM)", "beam (PPM)", "MCTS + PPM", "best-of-32 (PPM)", WIDE}
 #: Methods scored by TeacherOracle instead of the PPM.
 USES_ORACLE = {"MCTS + oracle"}
 #: Methods scored by StepLikelihoodJudge (planned only when --judge-lm names its LM).
@@ -142,6 +158,7 @@ ROWS = (
     "MCTS + PPM",
     "MCTS + oracle",
     "MCTS + LM judge",
+    WIDE,
 )
 #: The pair-accuracy row of a judge that knows the reference solutions (see reference_oracle).
 ORACLE = "reference oracle (knows the teacher's steps)"
@@ -159,11 +176,13 @@ def search(
     ``temperature`` replaces the sampling temperature of every method, ``rollouts`` the MCTS
     methods' number of rollouts (the issue's budget is 8): how much a perfect judge could buy
     grows with both, and the benchmark measures it at more than the default budget this way.
+    A method's ``pinned`` fields (the wide search's temperature and rollouts) keep their values.
     """
     out = {**COMMON, **method}
-    if temperature is not None:
+    pinned = set(out.pop("pinned", ()))
+    if temperature is not None and "temperature" not in pinned:
         out["temperature"] = temperature
-    if rollouts is not None and out["algorithm"] == "mcts":
+    if rollouts is not None and out["algorithm"] == "mcts" and "num_rollouts" not in pinned:
         out["num_rollouts"] = rollouts
     return out
 
@@ -1160,6 +1179,7 @@ def render(out: dict[str, Any]) -> str:
         ]
     branching = [
         f"{method} {table[f'hard/{method}']['distinct_children_per_expansion']:.2f}"
+        + (f" of {METHODS[method]['num_candidates']}" if method == WIDE else "")
         for method in ROWS
         if method.startswith("MCTS")
         and (table.get(f"hard/{method}") or {}).get("distinct_children_per_expansion")
@@ -1179,13 +1199,30 @@ def render(out: dict[str, Any]) -> str:
             f"points (target >= +25); MCTS + PPM - majority@8 = "
             f"{100 * (m - table['hard/majority@8']['accuracy']):+.1f} points (target >= +10).",
         ]
-        if table.get("hard/majority@32") and table.get("hard/best-of-32 (PPM)"):
+        if table.get(f"hard/{WIDE}"):
+            w = table[f"hard/{WIDE}"]["accuracy"]
             lines[-1] += (
-                " At the matched budget (32 sampled trajectories, about MCTS's step candidates): "
-                f"MCTS + PPM - majority@32 = "
+                f" {WIDE} - greedy = {100 * (w - table['hard/greedy']['accuracy']):+.1f} points; "
+                f"- majority@8 = {100 * (w - table['hard/majority@8']['accuracy']):+.1f}."
+            )
+        if table.get("hard/majority@32") and table.get("hard/best-of-32 (PPM)"):
+            counts = ", ".join(
+                f"{row} {table[f'hard/{row}']['candidates_per_problem']:.0f}"
+                for row in ("best-of-32 (PPM)", "MCTS + PPM", WIDE)
+                if table.get(f"hard/{row}")
+            )
+            lines[-1] += (
+                " Against 32 sampled trajectories (step candidates per hard problem: "
+                f"{counts}): MCTS + PPM - majority@32 = "
                 f"{100 * (m - table['hard/majority@32']['accuracy']):+.1f} points, MCTS + PPM - "
                 f"best-of-32 = {100 * (m - table['hard/best-of-32 (PPM)']['accuracy']):+.1f}."
             )
+            if table.get(f"hard/{WIDE}"):
+                lines[-1] += (
+                    f" {WIDE} - majority@32 = "
+                    f"{100 * (w - table['hard/majority@32']['accuracy']):+.1f} points, - "
+                    f"best-of-32 = {100 * (w - table['hard/best-of-32 (PPM)']['accuracy']):+.1f}."
+                )
     if out.get("rounds"):
         lines += [
             "",

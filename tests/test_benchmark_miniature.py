@@ -683,3 +683,57 @@ def test_a_side_run_does_not_replace_the_json_behind_the_docs_table(tmp_path: Pa
     assert bench.main([*common, "--json", str(elsewhere), "--n", "7"]) == 0
     assert json.loads(elsewhere.read_text())["n"] == 7
     assert json.loads(main_json.read_text())["marker"] == "main run"
+
+
+def test_the_wide_search_keeps_its_own_temperature_and_rollouts(tmp_path: Path) -> None:
+    """The reference's test-time shape (1 rollout of 32 candidates per expansion at T 1.0) is
+    what the row is: --temperature and --rollouts change the other rows, not it; it is
+    PPM-guided, planned by default, and its cache key holds its real settings."""
+    bench = _bench()
+    run = _run_dir(tmp_path)
+    wide = bench.WIDE
+    assert wide in bench.ROWS and wide in bench.USES_PPM
+    raised = bench.plan_jobs(
+        _args(methods=f"MCTS + PPM,{wide}", rollouts=16, temperature=0.5), run, "p", "q"
+    )
+    by_key = {tuple(j["key"]): j for j in raised}
+    row = by_key[("methods", f"hard/{wide}")]
+    assert row["ppm"] == "q"
+    assert row["search"] == {
+        **bench.COMMON,
+        "algorithm": "mcts",
+        "num_rollouts": 1,
+        "num_candidates": 32,
+        "temperature": 1.0,
+        "answer_selection": "best",
+    }
+    narrow = by_key[("methods", "hard/MCTS + PPM")]["search"]
+    assert (narrow["temperature"], narrow["num_rollouts"]) == (0.5, 16)
+    # the settings are valid search settings, and the benchmark's default plan holds the row
+    from rstar_math.search import SearchConfig
+
+    SearchConfig.from_dict({**row["search"], "seed": 1})
+    default = bench.plan_jobs(_args(methods=",".join(bench.METHODS)), run, "p", "q")
+    assert ("methods", f"val/{wide}") in {tuple(j["key"]) for j in default}
+
+
+def test_the_target_line_compares_the_wide_search_at_both_budgets() -> None:
+    bench = _bench()
+    acc = {"greedy": 0.3, "majority@8": 0.4, "MCTS + PPM": 0.5, bench.WIDE: 0.7,
+           "majority@32": 0.45, "best-of-32 (PPM)": 0.55}  # fmt: skip
+    out: dict[str, Any] = {"methods": {}, "n": 3, "n_hard": 2}
+    for split in ("val", "hard"):
+        for method, a in acc.items():
+            bench.record_result(
+                out,
+                ["methods", f"{split}/{method}"],
+                _result(a, 300, distinct_children_per_expansion=5.5),
+            )
+    text = bench.render(out)
+    line = next(x for x in text.splitlines() if x.startswith("On hard"))
+    assert "MCTS + PPM - greedy = +20.0 points" in line
+    assert f"{bench.WIDE} - greedy = +40.0 points; - majority@8 = +30.0." in line
+    assert f"{bench.WIDE} - majority@32 = +25.0 points, - best-of-32 = +15.0." in line
+    assert f"best-of-32 (PPM) 300, MCTS + PPM 300, {bench.WIDE} 300)" in line
+    assert f"| {bench.WIDE} | 70.0% | 70.0% |" in text
+    assert f"{bench.WIDE} 5.50 of 32" in text
